@@ -1,0 +1,153 @@
+"""The bitstream container: the only thing that crosses the split, one per sample.
+
+Layout (all integers unsigned LEB128 varints unless noted)::
+
+    byte 0      0xB0 | version                     (magic in the high nibble)
+    byte 1      ndim (bits 0-2) | (nsegments-1) << 3   (bits 5-7 must be zero)
+    dims        ndim varints, each in [1, MAX_DIM]
+    lengths     nsegments-1 varints (the last segment runs to the end)
+    crc         2 bytes, CRC-CCITT over everything else (header and payload)
+    payload     the segments, concatenated
+
+A 2-D latent smaller than 128×128 with one segment costs 6 bytes of header. The CRC is what
+lets a parser reject a truncated or corrupted payload *before* it reaches a C++ entropy decoder,
+which would otherwise decode garbage silently (or read past the buffer).
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+
+MAGIC = 0xB0
+VERSION = 1
+MAX_NDIM = 7
+MAX_SEGMENTS = 4
+MAX_DIM = 65535
+MAX_VARINT_BYTES = 3
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+class BitstreamError(ValueError):
+    """The bytes are not a valid splitbench bitstream (truncated, corrupt, oversized or mismatched)."""
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    shape: tuple[int, ...]
+    segments: tuple[bytes, ...]
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    if value < 0 or value >= 1 << (7 * MAX_VARINT_BYTES):
+        raise ValueError(f"value {value} does not fit in a {MAX_VARINT_BYTES}-byte varint")
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return
+
+
+def _get_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    value = 0
+    for i in range(MAX_VARINT_BYTES):
+        if pos >= len(data):
+            raise BitstreamError(f"truncated bitstream: header ends inside {what}")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos
+    raise BitstreamError(f"corrupt bitstream: {what} is longer than {MAX_VARINT_BYTES} bytes")
+
+
+def pack(shape: tuple[int, ...] | list[int], segments: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """Wrap ``segments`` (e.g. entropy-coded strings of y and z) and a latent ``shape`` into one bitstream."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) > MAX_NDIM:
+        raise ValueError(f"at most {MAX_NDIM} dims, got {len(shape)}")
+    if any(not 1 <= d <= MAX_DIM for d in shape):
+        raise ValueError(f"dims must be in [1, {MAX_DIM}], got {shape}")
+    if not 1 <= len(segments) <= MAX_SEGMENTS:
+        raise ValueError(f"1 to {MAX_SEGMENTS} segments, got {len(segments)}")
+    header = bytearray((MAGIC | VERSION, len(shape) | (len(segments) - 1) << 3))
+    for d in shape:
+        _put_varint(header, d)
+    for segment in segments[:-1]:
+        _put_varint(header, len(segment))
+    payload = b"".join(segments)
+    crc = binascii.crc_hqx(payload, binascii.crc_hqx(bytes(header), 0))
+    return bytes(header) + crc.to_bytes(2, "big") + payload
+
+
+def unpack(
+    data: bytes,
+    *,
+    ndim: int | None = None,
+    num_segments: int | None = None,
+    max_elements: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Bitstream:
+    """Parse and validate a bitstream; anything malformed raises :class:`BitstreamError`.
+
+    ``ndim``/``num_segments`` pin what the receiving model expects, and ``max_elements`` bounds
+    the latent size, so no allocation downstream is sized by an unchecked header field.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"a bitstream is bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise BitstreamError(f"bitstream of {len(data)} bytes exceeds the limit of {max_bytes}")
+    if len(data) < 4:
+        raise BitstreamError(f"truncated bitstream: {len(data)} bytes is shorter than any header")
+    if data[0] & 0xF0 != MAGIC:
+        raise BitstreamError(f"not a splitbench bitstream (first byte 0x{data[0]:02x})")
+    if data[0] & 0x0F != VERSION:
+        raise BitstreamError(f"unsupported bitstream version {data[0] & 0x0F} (this reader: {VERSION})")
+    flags = data[1]
+    if flags & 0xE0:
+        raise BitstreamError("corrupt bitstream: reserved header bits are set")
+    got_ndim, got_segments = flags & 0x07, (flags >> 3 & 0x03) + 1
+    if ndim is not None and got_ndim != ndim:
+        raise BitstreamError(f"bitstream has a {got_ndim}-D shape, this model expects {ndim}-D")
+    if num_segments is not None and got_segments != num_segments:
+        raise BitstreamError(f"bitstream has {got_segments} segments, this model expects {num_segments}")
+    pos = 2
+    shape = []
+    for i in range(got_ndim):
+        dim, pos = _get_varint(data, pos, f"dim {i}")
+        if not 1 <= dim <= MAX_DIM:
+            raise BitstreamError(f"corrupt bitstream: dim {i} = {dim} is outside [1, {MAX_DIM}]")
+        shape.append(dim)
+    lengths = []
+    for i in range(got_segments - 1):
+        length, pos = _get_varint(data, pos, f"segment {i} length")
+        lengths.append(length)
+    if pos + 2 > len(data):
+        raise BitstreamError("truncated bitstream: header ends before its checksum")
+    crc_stored = int.from_bytes(data[pos : pos + 2], "big")
+    header, payload = data[:pos], data[pos + 2 :]
+    if sum(lengths) > len(payload):
+        raise BitstreamError(
+            f"truncated bitstream: segments need {sum(lengths)}+ bytes, payload has {len(payload)}"
+        )
+    if binascii.crc_hqx(payload, binascii.crc_hqx(header, 0)) != crc_stored:
+        raise BitstreamError("corrupt or truncated bitstream: checksum mismatch")
+    if max_elements is not None:
+        elements = 1
+        for d in shape:
+            elements *= d
+        if elements > max_elements:
+            raise BitstreamError(f"latent shape {tuple(shape)} exceeds the model's limit of {max_elements}")
+    segments, start = [], 0
+    for length in lengths:
+        segments.append(payload[start : start + length])
+        start += length
+    segments.append(payload[start:])
+    return Bitstream(tuple(shape), tuple(segments))
+
+
+def header_size(data: bytes) -> int:
+    """Bytes of container overhead in a valid bitstream (everything but the segments)."""
+    return len(data) - sum(len(s) for s in unpack(data).segments)
