@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from splitbench.errors import SplitbenchError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(SplitbenchError, KeyError):
     """Raised for a name that is not registered; the message lists the registered ones."""
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message

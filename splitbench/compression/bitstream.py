@@ -19,6 +19,8 @@ from __future__ import annotations
 import binascii
 from dataclasses import dataclass
 
+from splitbench.errors import SplitbenchError
+
 MAGIC = 0xB0
 VERSION = 1
 MAX_NDIM = 7
@@ -28,7 +30,7 @@ MAX_VARINT_BYTES = 3
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
-class BitstreamError(ValueError):
+class BitstreamError(SplitbenchError, ValueError):
     """The bytes are not a valid splitbench bitstream (truncated, corrupt, oversized or mismatched)."""
 
 

@@ -1,0 +1,145 @@
+"""The ``splitbench`` command. Subcommands are thin: they parse, then call library functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from splitbench.errors import SplitbenchError
+
+log = logging.getLogger("splitbench")
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        datefmt="%H:%M:%S", handlers=[RichHandler(show_path=False, rich_tracebacks=False)])
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML experiment (a path, or a name under splitbench/configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted, repeatable), e.g. --set method_args.beta=0.5")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from splitbench.codecs import CODECS
+    from splitbench.data import DATASETS
+    from splitbench.methods import METHODS
+    from splitbench.models import BACKBONES
+
+    registry = {"methods": METHODS, "backbones": BACKBONES, "datasets": DATASETS, "codecs": CODECS}[args.what]
+    table = Table(title=f"splitbench {args.what}")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    for name, text in registry.describe().items():
+        table.add_row(name, text)
+    Console().print(table)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from splitbench.config import load_configs
+    from splitbench.experiment import train_experiment
+
+    configs = load_configs(args.config, args.overrides)
+    for i, config in enumerate(configs, 1):
+        if len(configs) > 1:
+            log.info("sweep point %d/%d: %s", i, len(configs), config.run_name())
+        train_experiment(config, args.out, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from splitbench.config import load_configs
+    from splitbench.experiment import evaluate_experiment
+
+    configs = load_configs(args.config, args.overrides)
+    if args.checkpoint and len(configs) > 1:
+        raise SplitbenchError("--checkpoint names one model, but the config sweeps several points")
+    for config in configs:
+        record = evaluate_experiment(config, args.out, checkpoint=args.checkpoint, progress=not args.no_progress)
+        m, d = record["metrics"], record["data_size"]
+        log.info("%s: top-1 %.2f%%  %.0f B/sample  encoder %.3f MiB", record["run"], 100 * m["top1"],
+                 d["bytes_mean"], record["encoder"]["size_bits"] / 8 / 2**20)
+    log.info("records appended to %s", args.out / "results.jsonl")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from splitbench.bench.records import load_records
+    from splitbench.bench.report import write_report
+
+    paths = write_report(load_records(args.results), args.out, metric=args.metric, anchor=args.anchor,
+                         log_x=args.log_x)
+    for path in paths.values():
+        log.info("wrote %s", path)
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from splitbench.bench.quickstart import run_quickstart
+
+    run_quickstart(args.out, progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splitbench", description=__doc__ and "Supervised compression for "
+                                     "split computing: train, evaluate and compare methods on one protocol.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("quickstart", help="teacher, Entropic Student β sweep, JPEG/WebP sweep, report")
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("train", help="train a config (every point of its sweep)")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a config and append records to OUT/results.jsonl")
+    _add_config_args(p)
+    p.add_argument("--checkpoint", type=Path, help="weights to evaluate (default: OUT/<run>/model.safetensors)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="tables and figures from results.jsonl files")
+    p.add_argument("results", nargs="+", type=Path, help="results.jsonl files (merged)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--metric", help="metric to plot (default: the task's, e.g. top1)")
+    p.add_argument("--anchor", help="curve to compute BD-rate against (default: JPEG)")
+    p.add_argument("--log-x", action="store_true", help="log-scale data size axis")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("list", help="what the registries hold")
+    p.add_argument("what", choices=["methods", "backbones", "datasets", "codecs"])
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (SplitbenchError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Experiment configs: YAML in, validated pydantic models out, with errors that say what to fix.
+
+* ``yaml.safe_load`` only: a shared config cannot run code.
+* ``base: other.yaml`` inherits (paths relative to the file; dicts merge, other values replace).
+* ``--set a.b=value`` overrides (value parsed as YAML, so ``0.5``, ``[1, 2]`` and ``true`` work).
+* ``sweep: {method_args.beta: [0.1, 0.2]}`` expands one file into one config per point.
+* Every key is validated; a typo fails naming the key, the allowed ones and the closest match.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from splitbench.errors import ConfigError
+
+PACKAGE_CONFIGS = Path(__file__).parent / "configs"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    dataset: str = "shapes"
+    root: str | None = None
+    image_size: int = Field(96, ge=8)
+    train_samples: int | None = Field(None, ge=1)
+    val_samples: int | None = Field(None, ge=1)
+    batch_size: int = Field(64, ge=1)
+    workers: int = Field(0, ge=0)
+    download: bool = False
+    seed: int = 0
+
+
+class BackboneConfig(Strict):
+    name: str
+    num_classes: int | None = Field(None, ge=1, description="default: the dataset's")
+    pretrained: bool = False
+    weights: str | None = None
+
+
+class TeacherConfig(Strict):
+    """Where the teacher's weights come from: a run in the same --out, a file, or the backbone's own."""
+
+    run: str | None = None
+    checkpoint: str | None = None
+
+
+class OptimizerConfig(Strict):
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class SchedulerConfig(Strict):
+    name: Literal["none", "multistep", "cosine"] = "none"
+    milestones: list[int] = []
+    gamma: float = Field(0.1, gt=0)
+
+
+class StageConfig(Strict):
+    name: str
+    epochs: int = Field(ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+
+class TrainConfig(Strict):
+    stages: list[StageConfig] = []
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    checkpoint_every: int = Field(0, ge=0, description="steps between mid-epoch checkpoints; 0 = per epoch")
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    log_every: int = Field(50, ge=1)
+
+
+class EvalConfig(Strict):
+    split: str = "val"
+    batch_size: int = Field(64, ge=1)
+    num_samples: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=1, description="processes for codec baselines; default all cores")
+    device: str = "auto"
+
+
+class ExperimentConfig(Strict):
+    name: str | None = None
+    method: str
+    task: Literal["classification"] = "classification"
+    data: DataConfig = DataConfig()
+    backbone: BackboneConfig
+    teacher: TeacherConfig = TeacherConfig()
+    method_args: dict[str, Any] = {}
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from splitbench.methods import METHODS
+
+        METHODS.get(value)  # raises with the known names
+        return value
+
+    def args(self) -> BaseModel:
+        """``method_args`` validated by the method's own schema."""
+        from splitbench.methods import get_method
+
+        schema = get_method(self.method).Args
+        try:
+            return schema.model_validate(self.method_args)
+        except ValidationError as error:
+            raise ConfigError(_format_errors(error, schema, prefix="method_args")) from None
+
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        from splitbench.methods import get_method
+
+        method = get_method(self.method)
+        parts = [self.method, method.variant(self.args()), self.backbone.name]
+        parts += [f"{k}{v}" for k, v in method.rate_param(self.args()).items()]
+        return "-".join(str(p) for p in parts if p)
+
+    def hash(self) -> str:
+        """Identity of the experiment (excludes nothing: any change is a different point)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path as given, else relative to the configs shipped with splitbench."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    packaged = PACKAGE_CONFIGS / path
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"config file not found: {path} (also looked in {PACKAGE_CONFIGS})")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML file and resolve its ``base:`` chain into one dict."""
+    path = resolve_config_path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"config inheritance cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    bases = base if isinstance(base, list) else [base]
+    merged: dict = {}
+    for b in bases:
+        merged = _merge(merged, load_raw(path.parent / b if not Path(b).is_absolute() else b, (*_seen, path)))
+    return _merge(merged, data)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` items; integer parts index lists (``train.stages.0.epochs=2``)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {error}") from None
+        node: Any = raw
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])} is a list of {len(node)}; "
+                                      f"{part!r} is not an index into it")
+                index: Any = int(part)
+            elif isinstance(node, dict):
+                index = part
+                if not last:
+                    node.setdefault(part, {})
+            else:
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])!r} is a value, not a section")
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+    return raw
+
+
+def _pin_swept(raw: dict, overrides: list[str]) -> dict:
+    """An override of a swept key pins it: that sweep dimension disappears."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict):
+        return raw
+    pinned = {item.partition("=")[0].strip() for item in overrides}
+    raw = dict(raw, sweep={k: v for k, v in sweep.items() if k not in pinned})
+    return raw
+
+
+def expand_sweep(raw: dict) -> list[dict]:
+    """One raw config per point of the ``sweep:`` grid (cartesian product of its lists)."""
+    raw = copy.deepcopy(raw)
+    sweep = raw.pop("sweep", None) or {}
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise ConfigError("sweep: maps dotted keys to non-empty lists, e.g. {method_args.beta: [0.1, 0.2]}")
+    if not sweep:
+        return [raw]
+    keys = list(sweep)
+    points = []
+    for values in itertools.product(*(sweep[k] for k in keys)):
+        point = apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in zip(keys, values, strict=True)])
+        points.append(point)
+    return points
+
+
+def _allowed_keys(schema: type[BaseModel], loc: tuple) -> list[str]:
+    model: Any = schema
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return sorted(model.model_fields) if model is not None and hasattr(model, "model_fields") else []
+
+
+def _format_errors(error: ValidationError, schema: type[BaseModel], prefix: str = "") -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        dotted = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc)
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(schema, loc)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"unknown key {dotted!r}{hint}; allowed here: {', '.join(allowed)}")
+        elif item["type"] == "missing":
+            lines.append(f"missing required key {dotted!r}")
+        else:
+            lines.append(f"{dotted}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def validate(raw: dict, source: str = "config") -> ExperimentConfig:
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_format_errors(error, ExperimentConfig)}") from None
+    config.args()  # validate method_args now, not mid-run
+    return config
+
+
+def load_configs(path: str | Path, overrides: list[str] = ()) -> list[ExperimentConfig]:
+    """Everything a command needs: file → base chain → overrides → sweep points → validated configs."""
+    raw = apply_overrides(_pin_swept(load_raw(path), list(overrides)), list(overrides))
+    return [validate(point, str(path)) for point in expand_sweep(raw)]

@@ -1,0 +1,166 @@
+"""Runs one validated experiment config: train it, or evaluate it into a result record.
+
+This is the only place that joins config, data, method, trainer and evaluator; the CLI and
+the benchmark sweeps call these two functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from splitbench.config import ExperimentConfig
+from splitbench.data import get_dataset, num_classes
+from splitbench.errors import CheckpointError, SplitbenchError
+from splitbench.evaluation import append_record, evaluate_classification, versions
+from splitbench.evaluation.records import now_utc
+from splitbench.methods import BuildContext, get_method
+from splitbench.models.backbones import get_backbone
+from splitbench.models.staged import StagedNetwork
+from splitbench.training.checkpoint import atomic_write, load_weights, save_weights
+from splitbench.training.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
+from splitbench.training.trainer import TrainOptions, fit
+
+log = logging.getLogger("splitbench")
+WEIGHTS = "model.safetensors"
+
+
+def run_dir(config: ExperimentConfig, out: Path) -> Path:
+    return out / config.run_name()
+
+
+def _context(config: ExperimentConfig, device: torch.device) -> BuildContext:
+    classes = config.backbone.num_classes or num_classes(config.data.dataset, config.data.root)
+    return BuildContext(config, classes, device)
+
+
+def load_teacher(config: ExperimentConfig, out: Path, ctx: BuildContext) -> StagedNetwork:
+    """The trained classifier this config points at (``teacher.run`` in ``out``, or a file), frozen."""
+    b = config.backbone
+    teacher = get_backbone(b.name, ctx.num_classes, pretrained=b.pretrained, weights=b.weights)
+    t = config.teacher
+    if t.checkpoint:
+        path = Path(t.checkpoint)
+    elif t.run or not (b.pretrained or b.weights):
+        # By default the teacher is the classifier run of the same backbone in the same --out.
+        path = out / (t.run or f"classifier-{b.name}") / WEIGHTS
+    else:
+        return teacher.eval()  # pretrained or user weights are the teacher
+    if not path.is_file():
+        raise CheckpointError(f"teacher weights not found: {path}; train the teacher first (e.g. splitbench "
+                              f"train shapes/teacher.yaml --out {out}), or set teacher.checkpoint")
+    load_weights(teacher, path)
+    return teacher.eval()
+
+
+def _dataset(config: ExperimentConfig, split: str, num_samples: int | None, train: bool):
+    d = config.data
+    return get_dataset(d.dataset, split, task=config.task, root=d.root, image_size=d.image_size,
+                       num_samples=num_samples, seed=d.seed, download=d.download, train_transforms=train)
+
+
+def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = False, progress: bool = True,
+                     stop_after_steps: int | None = None) -> Path:
+    """Train the config's method through its stages; returns the final weights' path."""
+    method = get_method(config.method)
+    if not method.stages:
+        raise SplitbenchError(f"method {config.method!r} has nothing to train; run `splitbench evaluate`")
+    stages = config.train.stages
+    if [s.name for s in stages] != list(method.stages):
+        raise SplitbenchError(f"train.stages of method {config.method!r} must be named {list(method.stages)} in "
+                              f"that order, got {[s.name for s in stages]}")
+    directory = run_dir(config, out)
+    weights = directory / WEIGHTS
+    if weights.exists():
+        if resume:
+            log.info("%s: already trained (%s)", config.run_name(), weights)
+            return weights
+        raise SplitbenchError(f"{weights} exists; use --resume to keep it, or another --out")
+    if (directory / "checkpoint.pt").exists() and not resume:
+        raise SplitbenchError(f"{directory} holds an interrupted run; pass --resume to continue it, "
+                              f"or delete the folder to start over")
+
+    info = DistInfo()
+    device = resolve_device(config.train.device)
+    info = init_distributed(device)
+    device = resolve_device(config.train.device, info)
+    try:
+        ctx = _context(config, device)
+        args = config.args()
+        teacher = load_teacher(config, out, ctx) if method.uses_teacher else None
+        dataset = _dataset(config, "train", config.data.train_samples, train=True)
+        torch.manual_seed(config.train.seed)
+        model = method.build_model(ctx, args, teacher)
+        module = method.training_module(ctx, args, model, teacher)
+        if info.is_main:
+            directory.mkdir(parents=True, exist_ok=True)
+            text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+            atomic_write(directory / "config.yaml", lambda p: p.write_text(text))
+            log.info("training %s on %d samples (%s, %d process%s) -> %s", config.run_name(), len(dataset),
+                     device, info.world_size, "es" if info.world_size > 1 else "", directory)
+        barrier(info)
+        options = TrainOptions(
+            batch_size=config.data.batch_size, workers=config.data.workers, seed=config.train.seed,
+            amp=config.train.amp, checkpoint_every=config.train.checkpoint_every,
+            max_steps_per_epoch=config.train.max_steps_per_epoch, log_every=config.train.log_every,
+            progress=progress, stop_after_steps=stop_after_steps)
+        fit(module, stages, dataset, directory, options, device, info, resume=resume)
+        rank_dir = os.environ.get("SPLITBENCH_RANK_WEIGHTS_DIR")  # lets tests compare DDP replicas
+        if rank_dir:
+            torch.save(model.state_dict(), Path(rank_dir) / f"rank{info.rank}.pt")
+        if info.is_main:
+            save_weights(model, weights, {"method": config.method, "config": config.model_dump(mode="json")})
+            log.info("saved %s", weights)
+        barrier(info)
+    finally:
+        cleanup(info)
+    return weights
+
+
+def build_pipeline(config: ExperimentConfig, out: Path, device: torch.device, checkpoint: Path | None = None):
+    method = get_method(config.method)
+    ctx = _context(config, device)
+    args = config.args()
+    needs_teacher = method.uses_teacher or getattr(method, "server_is_teacher", False)
+    teacher = load_teacher(config, out, ctx) if needs_teacher else None
+    model = None
+    if method.stages:
+        backbone = teacher if teacher is not None else get_backbone(config.backbone.name, ctx.num_classes)
+        model = method.build_model(ctx, args, copy.deepcopy(backbone))
+        path = checkpoint or run_dir(config, out) / WEIGHTS
+        if not path.is_file():
+            raise CheckpointError(f"no trained weights at {path}; run `splitbench train` with this config and "
+                                  f"--out {out} first, or pass --checkpoint")
+        load_weights(model, path)
+    return method.pipeline(ctx, args, model, teacher)
+
+
+def evaluate_experiment(config: ExperimentConfig, out: Path, *, checkpoint: Path | None = None,
+                        progress: bool = True, results: Path | None = None) -> dict:
+    """Evaluate the config's pipeline and append its record to ``out/results.jsonl``."""
+    device = resolve_device(config.eval.device)
+    pipeline = build_pipeline(config, out, device, checkpoint)
+    e = config.eval
+    dataset = _dataset(config, e.split, e.num_samples or config.data.val_samples, train=False)
+    loader = DataLoader(dataset, batch_size=e.batch_size, shuffle=False, num_workers=config.data.workers)
+    result = evaluate_classification(pipeline, loader, total=len(dataset), progress=progress,
+                                     description=config.run_name())
+    method = get_method(config.method)
+    args = config.args()
+    record = {
+        "method": config.method, "variant": method.variant(args), "task": config.task,
+        "dataset": config.data.dataset, "split": e.split, "num_samples": result.num_samples,
+        "backbone": config.backbone.name, "rate_param": method.rate_param(args),
+        "metrics": result.metrics, "data_size": result.data_size, "encoder": result.encoder,
+        "timing": result.timing, "batch_size": e.batch_size, "device": str(device),
+        "run": config.run_name(), "config_hash": config.hash(), "config": config.model_dump(mode="json"),
+        "versions": versions(), "created": now_utc(), "status": "ok",
+    }
+    append_record(results or out / "results.jsonl", record)
+    return record

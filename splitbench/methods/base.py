@@ -1,0 +1,76 @@
+"""A benchmark method = how to build its network, how to train it (named stages), and how to run
+it as a split pipeline. The CLI, trainer and evaluator only ever see this interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from splitbench.registry import Registry
+
+if TYPE_CHECKING:
+    from splitbench.config import ExperimentConfig
+    from splitbench.models.staged import StagedNetwork
+    from splitbench.pipeline import SplitPipeline
+    from splitbench.training.module import TrainingModule
+
+
+class MethodArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class BuildContext:
+    """What a method may use to build itself: the config and facts derived from the data."""
+
+    config: ExperimentConfig
+    num_classes: int
+    device: torch.device
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    Args: ClassVar[type[MethodArgs]] = MethodArgs
+    stages: ClassVar[tuple[str, ...]] = ()  # training stages in order; () = nothing to train
+    uses_teacher: ClassVar[bool] = False
+
+    def variant(self, args: MethodArgs) -> str:
+        return ""
+
+    def rate_param(self, args: MethodArgs) -> dict:
+        return {}
+
+    def build_model(self, ctx: BuildContext, args: MethodArgs, teacher: StagedNetwork | None) -> nn.Module | None:
+        """The trainable/saved network (None for methods with nothing learned, e.g. codecs)."""
+        return None
+
+    def training_module(
+        self, ctx: BuildContext, args: MethodArgs, model: nn.Module, teacher: StagedNetwork | None
+    ) -> TrainingModule:
+        raise NotImplementedError(f"method {self.name!r} has nothing to train")
+
+    @abstractmethod
+    def pipeline(
+        self, ctx: BuildContext, args: MethodArgs, model: nn.Module | None, teacher: StagedNetwork | None
+    ) -> SplitPipeline: ...
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    METHODS.add(cls.name, cls(), (cls.__doc__ or "").strip().splitlines()[0])
+    return cls
+
+
+def get_method(name: str) -> Method:
+    return METHODS.get(name)
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()

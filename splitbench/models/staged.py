@@ -1,0 +1,112 @@
+"""Any classifier as an ordered list of named stages, so a split point is just a stage boundary.
+
+This is the one implementation of "split a backbone at a named point": every family declares
+which of its top-level children form each stage (data, not code), and :class:`StagedNetwork`
+runs them in order, can start or stop at any boundary, and can tap intermediate outputs for
+distillation. Normalisation is the first op, so every pipeline is fed plain [0, 1] images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from splitbench.errors import SplitbenchError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SplitPointError(SplitbenchError, ValueError):
+    """A split point that the backbone does not have; the message lists the valid ones."""
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class StagedNetwork(nn.Module):
+    """Stages run in order; ``forward(x, start=, stop=, taps=)`` runs any contiguous slice."""
+
+    def __init__(self, stages: dict[str, nn.Module], normalize: nn.Module | None = None) -> None:
+        super().__init__()
+        self.normalize = normalize if normalize is not None else Normalize()
+        self.stages = nn.ModuleDict(stages)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return list(self.stages.keys())
+
+    def split_points(self) -> list[str]:
+        """Stage names after which the network can be cut (every stage but the last)."""
+        return self.stage_names[:-1]
+
+    def check_split_point(self, name: str) -> None:
+        if name not in self.split_points():
+            raise SplitPointError(f"unknown split point {name!r}; valid: {', '.join(self.split_points())}")
+
+    def stages_after(self, name: str) -> list[str]:
+        self.check_split_point(name)
+        names = self.stage_names
+        return names[names.index(name) + 1 :]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        start: str | None = None,
+        stop: str | None = None,
+        taps: Iterable[str] = (),
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run from stage ``start`` (inclusive; None = normalise the image first) to ``stop`` (inclusive).
+
+        With ``taps``, also return the outputs of those stages, as distillation losses need.
+        """
+        names = self.stage_names
+        begin = 0 if start is None else names.index(start)
+        end = len(names) if stop is None else names.index(stop) + 1
+        if start is None:
+            x = self.normalize(x)
+        taps = set(taps)
+        tapped: dict[str, torch.Tensor] = {}
+        for name in names[begin:end]:
+            x = self.stages[name](x)
+            if name in taps:
+                tapped[name] = x
+        return (x, tapped) if taps else x
+
+    @torch.no_grad()
+    def stage_shapes(self, image_size: int, channels: int = 3) -> dict[str, tuple[int, ...]]:
+        """Output shape (C, H, W or C) of every stage for one image of the given size."""
+        was_training = self.training
+        self.eval()
+        try:
+            _, tapped = self(torch.zeros(1, channels, image_size, image_size), taps=self.stage_names)
+        finally:
+            self.train(was_training)
+        return {name: tuple(t.shape[1:]) for name, t in tapped.items()}
+
+
+def group_children(model: nn.Module, groups: dict[str, Sequence[str | nn.Module]]) -> dict[str, nn.Module]:
+    """Build stages from a model's top-level children by name (extra modules such as Flatten may be mixed in)."""
+    children = dict(model.named_children())
+    stages: dict[str, nn.Module] = {}
+    for stage, members in groups.items():
+        modules = []
+        for member in members:
+            if isinstance(member, nn.Module):
+                modules.append(member)
+            elif member in children:
+                modules.append(children[member])
+            else:
+                raise KeyError(f"{type(model).__name__} has no child {member!r} (has {list(children)})")
+        stages[stage] = modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+    return stages

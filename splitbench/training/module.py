@@ -1,0 +1,59 @@
+"""What the trainer drives: a module whose forward returns losses and which knows, per stage,
+which of its parts train. Methods subclass it; the trainer never looks inside."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(trainable)
+
+
+class TrainingModule(nn.Module):
+    """``forward(images, targets) -> {"loss": ..., other scalars to log}``.
+
+    ``model`` is what gets saved (the method's network); other submodules (a teacher) are
+    fixed inputs. ``set_stage`` decides what trains; frozen parts stay in eval mode even when
+    the trainer calls ``train()``, so a frozen BatchNorm never updates its statistics.
+    """
+
+    stages: tuple[str, ...] = ()
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self._frozen: list[nn.Module] = []
+
+    def set_stage(self, stage: str) -> None:
+        """Mark what trains in ``stage``: call :meth:`freeze`/:meth:`unfreeze`."""
+        raise NotImplementedError
+
+    def end_stage(self, stage: str) -> None:
+        """Hook after a stage's last epoch (e.g. building entropy-coder tables)."""
+
+    def freeze(self, *modules: nn.Module) -> None:
+        for m in modules:
+            set_trainable(m, False)
+            self._frozen.append(m)
+        self.train(self.training)
+
+    def unfreeze(self, *modules: nn.Module) -> None:
+        for m in modules:
+            set_trainable(m, True)
+            self._frozen = [f for f in self._frozen if f is not m]
+
+    def reset_frozen(self) -> None:
+        self._frozen = []
+        set_trainable(self, True)
+
+    def train(self, mode: bool = True) -> TrainingModule:
+        super().train(mode)
+        for m in self._frozen:
+            m.eval()
+        return self
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]

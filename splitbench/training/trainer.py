@@ -1,0 +1,213 @@
+"""The one training loop: named stages, DDP, AMP on CUDA, atomic checkpoints, exact resume.
+
+A checkpoint records where the run is (stage, epoch, batches done in the epoch), the model,
+optimizer and scheduler states and the RNG state. The data order of an epoch is a function of
+(seed, epoch), so a resumed run sees the same batches and random draws it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from splitbench.config import StageConfig
+from splitbench.errors import CheckpointError
+from splitbench.training.checkpoint import load_checkpoint, save_checkpoint
+from splitbench.training.distributed import DistInfo
+from splitbench.training.module import TrainingModule
+
+log = logging.getLogger("splitbench.train")
+
+
+class StopTraining(Exception):
+    """Raised by ``stop_after_steps`` to simulate a run killed right after a checkpoint."""
+
+
+class EpochSampler(Sampler[int]):
+    """A per-epoch permutation from (seed, epoch), sharded over ranks, able to skip what a resumed run
+    already saw. (torch's DistributedSampler cannot start mid-epoch, hence this small class.)"""
+
+    def __init__(self, size: int, seed: int, info: DistInfo, batch_size: int) -> None:
+        self.size, self.seed, self.info, self.batch_size = size, seed, info, batch_size
+        self.per_rank = size // info.world_size  # equal shards, so every rank runs the same steps
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_batches * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g)
+        shard = order[self.info.rank : self.per_rank * self.info.world_size : self.info.world_size]
+        return iter(shard[self.skip :].tolist())
+
+    def __len__(self) -> int:
+        return max(0, self.per_rank - self.skip)
+
+
+@dataclass
+class Position:
+    stage: int = 0
+    epoch: int = 0
+    step: int = 0  # batches finished in the current epoch
+    global_step: int = 0
+
+
+def _optimizer(cfg: StageConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _scheduler(cfg: StageConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    s = cfg.scheduler
+    if s.name == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, s.milestones, s.gamma)
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+@dataclass
+class TrainOptions:
+    batch_size: int
+    workers: int = 0
+    seed: int = 0
+    amp: bool = True
+    checkpoint_every: int = 0
+    max_steps_per_epoch: int | None = None
+    log_every: int = 50
+    progress: bool = True
+    stop_after_steps: int | None = None  # tests: behave as if killed after this many steps
+
+
+def fit(
+    module: TrainingModule,
+    stages: list[StageConfig],
+    dataset: Dataset,
+    run_dir: Path,
+    options: TrainOptions,
+    device: torch.device,
+    info: DistInfo = DistInfo(),
+    resume: bool = False,
+) -> None:
+    """Train ``module`` through ``stages``; checkpoints go to ``run_dir/checkpoint.pt``."""
+    known = set(module.stages)
+    for stage in stages:
+        if stage.name not in known:
+            raise ValueError(f"unknown training stage {stage.name!r}; this method has {list(module.stages)}")
+    checkpoint_path = run_dir / "checkpoint.pt"
+    module.to(device)
+    position = Position()
+    state = None
+    if resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        try:
+            module.model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise CheckpointError(f"{checkpoint_path} does not match this config's model: {error}") from None
+        position = Position(**state["position"])
+        log.info("resuming %s at stage %d epoch %d step %d", run_dir.name, position.stage, position.epoch,
+                 position.step)
+
+    sampler = EpochSampler(len(dataset), options.seed, info, options.batch_size)
+    loader = DataLoader(dataset, batch_size=options.batch_size, sampler=sampler, num_workers=options.workers,
+                        drop_last=True, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    steps_per_epoch = sampler.per_rank // options.batch_size
+    if options.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, options.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} training samples make no full batch of {options.batch_size}"
+                         f" per rank ({info.world_size} ranks)")
+    amp = options.amp and device.type == "cuda"
+    log_path = run_dir / "train_log.jsonl"
+
+    for stage_index in range(position.stage, len(stages)):
+        stage = stages[stage_index]
+        module.set_stage(stage.name)
+        params = module.trainable_parameters()
+        net: torch.nn.Module = module
+        if info.enabled:
+            net = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        optimizer = _optimizer(stage, params)
+        scheduler = _scheduler(stage, optimizer)
+        if state is not None and state.get("optimizer") is not None:  # resuming inside this stage
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+        else:  # a stage's random draws depend only on (seed, stage), resumed or not
+            torch.manual_seed(options.seed * 1000 + stage_index)
+
+        def save(pos: Position, in_stage: bool = True) -> None:
+            if info.is_main:
+                save_checkpoint({"model": module.model.state_dict(),
+                                 "optimizer": optimizer.state_dict() if in_stage else None,
+                                 "scheduler": scheduler.state_dict() if in_stage else None,
+                                 "rng": torch.get_rng_state(), "position": asdict(pos)}, checkpoint_path)
+
+        for epoch in range(position.epoch, stage.epochs):
+            module.train()
+            sampler.set_epoch(epoch, position.step)
+            sums: dict[str, float] = defaultdict(float)
+            start, seen, ran = time.perf_counter(), 0, 0
+            bar = tqdm(total=steps_per_epoch, initial=position.step, disable=not (options.progress and info.is_main),
+                       desc=f"{stage.name} {epoch + 1}/{stage.epochs}", leave=False, dynamic_ncols=True)
+            for images, targets in loader:
+                if position.step >= steps_per_epoch:
+                    break
+                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = net(images, targets)
+                loss = out["loss"]
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"loss became {loss.item()} at stage {stage.name} epoch {epoch + 1}; "
+                                             "lower the learning rate or beta")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                position.step += 1
+                position.global_step += 1
+                ran += 1
+                seen += images.shape[0]
+                for k, v in out.items():
+                    sums[k] += float(v.detach())
+                if position.step % options.log_every == 0 or position.step == steps_per_epoch:
+                    bar.set_postfix({k: f"{v / ran:.4g}" for k, v in sums.items()}, refresh=False)
+                bar.update(1)
+                if options.checkpoint_every and position.global_step % options.checkpoint_every == 0:
+                    save(position)
+                if options.stop_after_steps and position.global_step >= options.stop_after_steps:
+                    bar.close()
+                    raise StopTraining(position.global_step)
+            bar.close()
+            scheduler.step()
+            elapsed = time.perf_counter() - start
+            means = {k: v / max(1, ran) for k, v in sums.items()}
+            if info.is_main:
+                log.info("%s epoch %d/%d  %s  (%.1f s, %.0f img/s)", stage.name, epoch + 1, stage.epochs,
+                         "  ".join(f"{k} {v:.4g}" for k, v in means.items()), elapsed,
+                         seen * info.world_size / max(elapsed, 1e-9))
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"stage": stage.name, "epoch": epoch + 1, **means,
+                                        "seconds": round(elapsed, 2)}) + "\n")
+            position = Position(stage_index, epoch + 1, 0, position.global_step)
+            save(position)
+        module.end_stage(stage.name)
+        position = Position(stage_index + 1, 0, 0, position.global_step)
+        state = None
+        save(position, in_stage=False)
