@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -18,10 +19,8 @@ _PACKAGES = ("torch", "torchvision", "compressai", "timm", "numpy", "pillow")
 def versions() -> dict[str, str]:
     out = {"splitbench": splitbench.__version__, "python": platform.python_version()}
     for name in _PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 

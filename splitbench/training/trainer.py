@@ -153,7 +153,7 @@ def fit(
         else:  # a stage's random draws depend only on (seed, stage), resumed or not
             torch.manual_seed(options.seed * 1000 + stage_index)
 
-        def save(pos: Position, in_stage: bool = True) -> None:
+        def save(pos: Position, in_stage: bool = True, optimizer=optimizer, scheduler=scheduler) -> None:
             if info.is_main:
                 save_checkpoint({"model": module.model.state_dict(),
                                  "optimizer": optimizer.state_dict() if in_stage else None,
