@@ -86,6 +86,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from splitbench.bench.suite import run_suite
+
+    failed = run_suite(args.suite, args.out, overrides=args.overrides, progress=not args.no_progress)
+    return 1 if failed else 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from splitbench.bench.quickstart import run_quickstart
 
@@ -113,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--checkpoint", type=Path, help="weights to evaluate (default: OUT/<run>/model.safetensors)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="run a suite (methods x rate points), resumable; then report")
+    p.add_argument("suite", help="suite YAML (a path, or a name under splitbench/configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key in every experiment of the suite (repeatable)")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="tables and figures from results.jsonl files")
     p.add_argument("results", nargs="+", type=Path, help="results.jsonl files (merged)")

@@ -13,3 +13,35 @@ torch.set_num_threads(2)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def tiny_raw(method: str = "classifier", **sections) -> dict:
+    """A config small enough to train in seconds on 2 CPU cores (32 px shapes, narrow ResNet-10)."""
+    raw = {
+        "method": method,
+        "data": {"dataset": "shapes", "image_size": 32, "train_samples": 96, "val_samples": 40, "batch_size": 16},
+        "backbone": {"name": "resnet10n"},
+        "eval": {"batch_size": 20},
+        "train": {"stages": [{"name": "train", "epochs": 2, "optimizer": {"name": "adam", "lr": 1e-3}}],
+                  "log_every": 1},
+    }
+    if method == "entropic_student":
+        raw["method_args"] = {"beta": 0.1, "channels": 8}
+        raw["train"]["stages"] = [
+            {"name": "bottleneck", "epochs": 1, "optimizer": {"name": "adam", "lr": 1e-3}},
+            {"name": "tail", "epochs": 1, "optimizer": {"name": "sgd", "lr": 1e-3}},
+        ]
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return raw
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(tmp_path_factory):
+    """A teacher trained once per session in its own --out; tests copy or point at it."""
+    from splitbench.config import validate
+    from splitbench.experiment import train_experiment
+
+    out = tmp_path_factory.mktemp("teacher_out")
+    train_experiment(validate(tiny_raw()), out, progress=False)
+    return out

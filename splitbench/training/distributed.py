@@ -39,6 +39,21 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+@torch.no_grad()
+def average_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks.
+
+    DDP all-reduces gradients, so parameters agree, but each rank updates its running
+    statistics from its own batches: without this the replicas drift apart in their buffers.
+    """
+    if not info.enabled:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(info.world_size)
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

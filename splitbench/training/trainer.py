@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from splitbench.config import StageConfig
 from splitbench.errors import CheckpointError
 from splitbench.training.checkpoint import load_checkpoint, save_checkpoint
-from splitbench.training.distributed import DistInfo
+from splitbench.training.distributed import DistInfo, average_buffers
 from splitbench.training.module import TrainingModule
 
 log = logging.getLogger("splitbench.train")
@@ -163,6 +163,9 @@ def fit(
         for epoch in range(position.epoch, stage.epochs):
             module.train()
             sampler.set_epoch(epoch, position.step)
+            # The loader draws its workers' base seed from this generator, not from the global RNG
+            # that the checkpoint restores, so a resumed run makes the same random draws.
+            loader.generator = torch.Generator().manual_seed(options.seed * 100_003 + epoch)
             sums: dict[str, float] = defaultdict(float)
             start, seen, ran = time.perf_counter(), 0, 0
             bar = tqdm(total=steps_per_epoch, initial=position.step, disable=not (options.progress and info.is_main),
@@ -195,6 +198,7 @@ def fit(
                     bar.close()
                     raise StopTraining(position.global_step)
             bar.close()
+            average_buffers(module.model, info)
             scheduler.step()
             elapsed = time.perf_counter() - start
             means = {k: v / max(1, ran) for k, v in sums.items()}

@@ -1,0 +1,97 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_raw
+
+from splitbench.config import validate
+from splitbench.errors import CheckpointError, SplitbenchError
+from splitbench.experiment import WEIGHTS, train_experiment
+from splitbench.training.checkpoint import load_checkpoint, read_weights, save_checkpoint
+from splitbench.training.trainer import StopTraining
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    config = validate(tiny_raw(train={"checkpoint_every": 2}))
+    full = train_experiment(config, tmp_path / "full", progress=False)
+    with pytest.raises(StopTraining):  # "killed" at step 9 (mid-epoch 2); last checkpoint at step 8
+        train_experiment(config, tmp_path / "cut", progress=False, stop_after_steps=9)
+    run = tmp_path / "cut" / config.run_name()
+    assert not (run / WEIGHTS).exists()
+    assert load_checkpoint(run / "checkpoint.pt")["position"] == {"stage": 0, "epoch": 1, "step": 2,
+                                                                  "global_step": 8}
+    with pytest.raises(SplitbenchError, match="--resume"):
+        train_experiment(config, tmp_path / "cut", progress=False)
+    resumed = train_experiment(config, tmp_path / "cut", progress=False, resume=True)
+    assert same_weights(read_weights(full), read_weights(resumed))
+
+
+def test_resume_across_the_entropic_student_stages(tmp_path, trained_teacher):
+    config = validate(tiny_raw("entropic_student", train={"checkpoint_every": 1}))
+    for name in ("full", "cut"):
+        shutil.copytree(trained_teacher, tmp_path / name)
+    full = train_experiment(config, tmp_path / "full", progress=False)
+    with pytest.raises(StopTraining):  # 6 steps per stage: stop inside stage 2
+        train_experiment(config, tmp_path / "cut", progress=False, stop_after_steps=8)
+    resumed = train_experiment(config, tmp_path / "cut", progress=False, resume=True)
+    assert same_weights(read_weights(full), read_weights(resumed))
+
+
+def test_trained_weights_refuse_to_be_overwritten(tmp_path, trained_teacher):
+    config = validate(tiny_raw())
+    with pytest.raises(SplitbenchError, match="exists"):
+        train_experiment(config, trained_teacher, progress=False)
+    assert train_experiment(config, trained_teacher, progress=False, resume=True).exists()
+
+
+def test_checkpoints_never_unpickle_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, path)
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(path)
+    save_checkpoint({"position": {"stage": 0}}, tmp_path / "ok.pt")
+    assert load_checkpoint(tmp_path / "ok.pt") == {"position": {"stage": 0}}
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_a_teacher_of_another_architecture_is_a_clear_error(tmp_path, trained_teacher):
+    raw = tiny_raw("entropic_student", backbone={"name": "resnet18n"},
+                   teacher={"checkpoint": str(trained_teacher / "classifier-resnet10n" / WEIGHTS)})
+    with pytest.raises(CheckpointError, match="does not match"):
+        train_experiment(validate(raw), tmp_path, progress=False)
+
+
+def test_ddp_on_two_cpu_processes_keeps_replicas_identical(tmp_path):
+    import yaml
+
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(tiny_raw(data={"train_samples": 64, "batch_size": 8})))
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    env = {**os.environ, "SPLITBENCH_RANK_WEIGHTS_DIR": str(ranks), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run([*torchrun, "-m", "splitbench.cli", "--no-progress", "train", str(config),
+                             "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(ranks / "rank0.pt", weights_only=True)
+    rank1 = torch.load(ranks / "rank1.pt", weights_only=True)
+    assert same_weights(rank0, rank1)
+    saved = read_weights(tmp_path / "out" / "classifier-resnet10n" / WEIGHTS)
+    assert same_weights(saved, {k: v.contiguous() for k, v in rank0.items()})
+    # the replicas trained (they are not both still at the seeded initialisation)
+    from splitbench.models import get_backbone
+
+    torch.manual_seed(0)
+    initial = get_backbone("resnet10n", 10).state_dict()
+    assert not torch.equal(initial["stages.stem.0.weight"], rank0["stages.stem.0.weight"])
