@@ -1,0 +1,27 @@
+"""Datasets by name: the embedded ``shapes`` generator, image folders and torchvision sets."""
+
+from splitbench.data import folders, shapes  # noqa: F401  (register their datasets)
+from splitbench.data.base import (
+    DATASETS,
+    TASKS,
+    DatasetNotFoundError,
+    DatasetSpec,
+    collate_detection,
+    get_dataset,
+    list_datasets,
+    num_classes,
+)
+from splitbench.data.shapes import ShapesDataset, ShapesSample
+
+__all__ = [
+    "DATASETS",
+    "TASKS",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "collate_detection",
+    "get_dataset",
+    "list_datasets",
+    "num_classes",
+    "ShapesDataset",
+    "ShapesSample",
+]
