@@ -24,7 +24,7 @@ from splitbench.methods import BuildContext, get_method
 from splitbench.models.backbones import get_backbone
 from splitbench.models.staged import StagedNetwork
 from splitbench.training.checkpoint import atomic_write, load_weights, save_weights
-from splitbench.training.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
+from splitbench.training.distributed import barrier, cleanup, init_distributed, resolve_device
 from splitbench.training.trainer import TrainOptions, fit
 
 log = logging.getLogger("splitbench")
@@ -86,10 +86,8 @@ def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = Fals
         raise SplitbenchError(f"{directory} holds an interrupted run; pass --resume to continue it, "
                               f"or delete the folder to start over")
 
-    info = DistInfo()
-    device = resolve_device(config.train.device)
-    info = init_distributed(device)
-    device = resolve_device(config.train.device, info)
+    info = init_distributed(resolve_device(config.train.device))  # the backend depends on the device type
+    device = resolve_device(config.train.device, info)  # ... and the GPU index on the local rank
     try:
         ctx = _context(config, device)
         args = config.args()
