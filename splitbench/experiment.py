@@ -69,8 +69,8 @@ def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = Fals
                      stop_after_steps: int | None = None) -> Path:
     """Train the config's method through its stages; returns the final weights' path."""
     method = get_method(config.method)
-    if not method.stages:
-        raise SplitbenchError(f"method {config.method!r} has nothing to train; run `splitbench evaluate`")
+    if not method.needs_training(config.args()):
+        raise SplitbenchError(f"method {config.method!r} has nothing to train here; run `splitbench evaluate`")
     stages = config.train.stages
     if [s.name for s in stages] != list(method.stages):
         raise SplitbenchError(f"train.stages of method {config.method!r} must be named {list(method.stages)} in "
@@ -128,7 +128,7 @@ def build_pipeline(config: ExperimentConfig, out: Path, device: torch.device, ch
     needs_teacher = method.uses_teacher or getattr(method, "server_is_teacher", False)
     teacher = load_teacher(config, out, ctx) if needs_teacher else None
     model = None
-    if method.stages:
+    if method.needs_training(args):
         backbone = teacher if teacher is not None else get_backbone(config.backbone.name, ctx.num_classes)
         model = method.build_model(ctx, args, copy.deepcopy(backbone))
         path = checkpoint or run_dir(config, out) / WEIGHTS
@@ -147,8 +147,11 @@ def evaluate_experiment(config: ExperimentConfig, out: Path, *, checkpoint: Path
     e = config.eval
     dataset = _dataset(config, e.split, e.num_samples or config.data.val_samples, train=False)
     loader = DataLoader(dataset, batch_size=e.batch_size, shuffle=False, num_workers=config.data.workers)
-    result = evaluate_classification(pipeline, loader, total=len(dataset), progress=progress,
-                                     description=config.run_name())
+    try:
+        result = evaluate_classification(pipeline, loader, total=len(dataset), progress=progress,
+                                         description=config.run_name())
+    finally:
+        pipeline.close()
     method = get_method(config.method)
     args = config.args()
     record = {
@@ -156,7 +159,7 @@ def evaluate_experiment(config: ExperimentConfig, out: Path, *, checkpoint: Path
         "dataset": config.data.dataset, "split": e.split, "num_samples": result.num_samples,
         "backbone": config.backbone.name, "rate_param": method.rate_param(args),
         "metrics": result.metrics, "data_size": result.data_size, "encoder": result.encoder,
-        "timing": result.timing, "batch_size": e.batch_size, "device": str(device),
+        "timing": result.timing, "runtime": result.runtime, "batch_size": e.batch_size, "device": str(device),
         "run": config.run_name(), "config_hash": config.hash(), "config": config.model_dump(mode="json"),
         "versions": versions(), "created": now_utc(), "status": "ok",
     }

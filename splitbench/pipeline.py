@@ -50,6 +50,15 @@ class SplitPipeline(ABC):
         """Every tensor the device holds at inference (weights, buffers, coder tables)."""
         return {}
 
+    def describe_runtime(self) -> dict[str, Any]:
+        """Settings of this run for the record (codec options, worker processes). A ``timing`` entry
+        with per-sample ``entropy_encode_ms_mean``/``entropy_decode_ms_mean`` measured where the
+        coding really ran (e.g. inside pool workers) replaces the evaluator's wall-clock split."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027  (optional hook, deliberately a no-op by default)
+        """Release what the pipeline holds (worker processes)."""
+
     def mobile_params(self) -> int:
         return 0
 

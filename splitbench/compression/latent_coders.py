@@ -3,21 +3,32 @@
 CompressAI supplies the entropy models and the rANS coder; this module adds what a split
 pipeline needs on top: one container bitstream per sample, a validated decode, the rate
 estimate in bits per sample, and the exact set of tensors the mobile side must hold.
+
+Coders: :class:`FactorizedPrior` (EntropyBottleneck on y), :class:`ScaleHyperprior` and
+:class:`MeanScaleHyperprior` (GaussianConditional on y, EntropyBottleneck on the hyper-latent z),
+and :class:`Quantize8Bit` (no entropy model: 8-bit min–max, CR+BQ). Module and parameter names
+follow CompressAI (``entropy_bottleneck``, ``gaussian_conditional``, ``h_a``, ``h_s``) so that
+CompressAI/sc2bench state dicts map by prefix.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 import warnings
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from splitbench.compression.bitstream import BitstreamError, pack, unpack
+from splitbench.compression.bitstream import Bitstream, BitstreamError, pack, unpack
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # compressai imports torch.jit.script
-    from compressai.entropy_models import EntropyBottleneck
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.entropy_models.entropy_models import EntropyModel
+    from compressai.models.google import get_scale_table
     from compressai.models.utils import update_registered_buffers
 
 # Zero bytes appended to a payload before it reaches CompressAI's C++ rANS decoder. The decoder
@@ -25,10 +36,14 @@ with warnings.catch_warnings():
 # payload that passed the checksum but ends early cannot make it read outside our buffer.
 _PAD_BYTES_PER_SYMBOL = 8
 MAX_LATENT_ELEMENTS = 1 << 24
+# Entropy-coder tables whose sizes depend on the trained model (resized when a state dict loads).
+TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 class LatentCoder(nn.Module, ABC):
     """Interface every entropy model follows, so bottlenecks and pipelines never special-case one."""
+
+    channels: int  # channels of the latent y it codes
 
     @abstractmethod
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -57,6 +72,20 @@ class LatentCoder(nn.Module, ABC):
     def mobile_state(self) -> dict[str, torch.Tensor]:
         """Every tensor the device needs to produce the bitstream (for encoder size and export)."""
 
+    def device_networks(self) -> dict[str, nn.Module]:
+        """Networks the device runs inside the coder (a hyperprior's h_a and h_s), by attribute name:
+        their parameters are part of the encoder, not only the tables."""
+        return {}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The coder tables' sizes depend on the trained model; size the buffers before loading.
+        for name, module in self.named_children():
+            if isinstance(module, EntropyModel):
+                names = [n for n in TABLE_BUFFERS if f"{prefix}{name}.{n}" in state_dict]
+                if names:
+                    update_registered_buffers(module, f"{prefix}{name}", names, state_dict, policy="resize")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 def bits_per_sample(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
     """The entropy model's rate estimate, −Σ log2 p, per sample (shape [B])."""
@@ -70,6 +99,61 @@ def bits_per_sample(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _padded(segment: bytes, symbols: int) -> bytes:
     return segment + bytes(_PAD_BYTES_PER_SYMBOL * symbols + 64)
+
+
+def _parse(payloads: list[bytes], num_segments: int, channels: int) -> tuple[list[Bitstream], tuple[int, int]]:
+    """Validate a batch of (H, W) bitstreams with ``num_segments`` segments; returns them and their shared shape."""
+    if not payloads:
+        raise BitstreamError("no bitstreams to decode")
+    parsed = [unpack(p, ndim=2, num_segments=num_segments, max_elements=MAX_LATENT_ELEMENTS // channels)
+              for p in payloads]
+    shape = parsed[0].shape
+    if any(b.shape != shape for b in parsed):
+        raise BitstreamError("bitstreams in one batch must share a latent shape; decode them separately")
+    return parsed, (shape[0], shape[1])
+
+
+@torch.no_grad()
+def fit_quantiles(eb: EntropyBottleneck, iterations: int = 64) -> float:
+    """Set an EntropyBottleneck's range (the quantiles) exactly for its learned density; returns the aux loss.
+
+    CompressAI learns the quantiles by gradient descent on an auxiliary loss that depends only
+    on the density model. A short training run leaves them far from converged, and tables built
+    from them cover the wrong range (costly escape codes). The cumulative logit is monotone in
+    each quantile, so bisection solves the same equations exactly, in milliseconds.
+    """
+    target = eb.target.view(1, 1, -1).expand_as(eb.quantiles)
+    bound = torch.full_like(eb.quantiles, 16.0)
+    while True:  # widen until every root is bracketed (the density has finite tails)
+        below = eb._logits_cumulative(-bound, stop_gradient=True) < target
+        above = eb._logits_cumulative(bound, stop_gradient=True) > target
+        if bool((below & above).all()) or bool((bound > 1e6).any()):
+            break
+        bound = torch.where(below & above, bound, bound * 4)
+    low, high = -bound, bound.clone()
+    for _ in range(iterations):
+        mid = (low + high) / 2
+        too_low = eb._logits_cumulative(mid, stop_gradient=True) < target
+        low = torch.where(too_low, mid, low)
+        high = torch.where(too_low, high, mid)
+    eb.quantiles.data.copy_((low + high) / 2)
+    return float(eb.loss())
+
+
+def factorized_tables(eb: EntropyBottleneck) -> dict[str, torch.Tensor]:
+    """What a device needs to code with an EntropyBottleneck: its CDF tables and medians."""
+    return {
+        "quantized_cdf": eb._quantized_cdf,
+        "cdf_length": eb._cdf_length,
+        "offset": eb._offset,
+        "medians": eb._get_medians().detach().flatten(),
+    }
+
+
+def gaussian_tables(gc: GaussianConditional) -> dict[str, torch.Tensor]:
+    """What a device needs to code with a GaussianConditional: the scale table and its CDF tables."""
+    return {"scale_table": gc.scale_table, "quantized_cdf": gc._quantized_cdf, "cdf_length": gc._cdf_length,
+            "offset": gc._offset}
 
 
 class FactorizedPrior(LatentCoder):
@@ -94,11 +178,7 @@ class FactorizedPrior(LatentCoder):
         return [pack(y.shape[-2:], [s]) for s in strings]
 
     def decompress(self, payloads: list[bytes]) -> torch.Tensor:
-        parsed = [unpack(p, ndim=2, num_segments=1, max_elements=MAX_LATENT_ELEMENTS // self.channels)
-                  for p in payloads]
-        shape = parsed[0].shape
-        if any(b.shape != shape for b in parsed):
-            raise BitstreamError("bitstreams in one batch must share a latent shape; decode them separately")
+        parsed, shape = _parse(payloads, 1, self.channels)
         symbols = self.channels * shape[0] * shape[1]
         strings = [_padded(b.segments[0], symbols) for b in parsed]
         return self.entropy_bottleneck.decompress(strings, shape)
@@ -107,49 +187,246 @@ class FactorizedPrior(LatentCoder):
         self.fit_quantiles()
         self.entropy_bottleneck.update(force=True)
 
-    @torch.no_grad()
     def fit_quantiles(self, iterations: int = 64) -> float:
-        """Set the coder's range (the quantiles) exactly for the learned density; returns the aux loss.
-
-        CompressAI learns the quantiles by gradient descent on an auxiliary loss that depends only
-        on the density model. A short training run leaves them far from converged, and tables built
-        from them cover the wrong range (costly escape codes). The cumulative logit is monotone in
-        each quantile, so bisection solves the same equations exactly, in milliseconds.
-        """
-        eb = self.entropy_bottleneck
-        target = eb.target.view(1, 1, -1).expand_as(eb.quantiles)
-        bound = torch.full_like(eb.quantiles, 16.0)
-        while True:  # widen until every root is bracketed (the density has finite tails)
-            below = eb._logits_cumulative(-bound, stop_gradient=True) < target
-            above = eb._logits_cumulative(bound, stop_gradient=True) > target
-            if bool((below & above).all()) or bool((bound > 1e6).any()):
-                break
-            bound = torch.where(below & above, bound, bound * 4)
-        low, high = -bound, bound.clone()
-        for _ in range(iterations):
-            mid = (low + high) / 2
-            too_low = eb._logits_cumulative(mid, stop_gradient=True) < target
-            low = torch.where(too_low, mid, low)
-            high = torch.where(too_low, high, mid)
-        eb.quantiles.data.copy_((low + high) / 2)
-        return float(self.aux_loss())
+        """See :func:`fit_quantiles`."""
+        return fit_quantiles(self.entropy_bottleneck, iterations)
 
     def aux_loss(self) -> torch.Tensor:
         return self.entropy_bottleneck.loss()
 
     def mobile_state(self) -> dict[str, torch.Tensor]:
-        eb = self.entropy_bottleneck
-        return {
-            "quantized_cdf": eb._quantized_cdf,
-            "cdf_length": eb._cdf_length,
-            "offset": eb._offset,
-            "medians": eb._get_medians().detach().flatten(),
-        }
+        return factorized_tables(self.entropy_bottleneck)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # The coder tables' sizes depend on the trained model; size the buffers before loading.
-        names = ["_quantized_cdf", "_offset", "_cdf_length"]
-        if f"{prefix}entropy_bottleneck._quantized_cdf" in state_dict:
-            update_registered_buffers(self.entropy_bottleneck, f"{prefix}entropy_bottleneck", names, state_dict,
-                                      policy="resize")
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+def hyper_transforms(channels: int, hyper_channels: int, predicts_means: bool) -> tuple[nn.Sequential, nn.Sequential]:
+    """(h_a, h_s) in sc2bench's SHP/MSHP bottleneck layout (bias-free 5×5 convs, two halvings).
+
+    Indices match sc2bench (h_a.0/.2, h_s.0/.2/.4), so their weights load by prefix. For a latent
+    of side 4k+3 (55 for ResNet-50 at 224 px) h_s reproduces y's size exactly; other sizes are
+    fitted by :meth:`ScaleHyperprior._fit` on both sides.
+    """
+    act: type[nn.Module] = nn.LeakyReLU if predicts_means else nn.ReLU
+    mid = hyper_channels * 3 // 2 if predicts_means else hyper_channels
+    h_a = nn.Sequential(
+        nn.Conv2d(channels, hyper_channels, 5, stride=2, padding=1, bias=False), act(inplace=True),
+        nn.Conv2d(hyper_channels, hyper_channels, 5, stride=2, padding=2, bias=False),
+    )
+    h_s = nn.Sequential(
+        nn.ConvTranspose2d(hyper_channels, hyper_channels, 5, stride=2, padding=1, bias=False),
+        nn.LeakyReLU(inplace=True),
+        nn.ConvTranspose2d(hyper_channels, mid, 5, stride=2, padding=1, bias=False), nn.LeakyReLU(inplace=True),
+        nn.Conv2d(mid, channels * (2 if predicts_means else 1), 5, stride=1, padding=0, bias=False),
+    )
+    return h_a, h_s
+
+
+def _per_sample(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run ``module`` one sample at a time, so coding never depends on how samples were batched:
+    the scales that index y's tables must be bit-identical on the device and on the server."""
+    return torch.cat([module(x[i : i + 1]) for i in range(x.shape[0])]) if x.shape[0] > 1 else module(x)
+
+
+class ScaleHyperprior(LatentCoder):
+    """y ~ N(0, σ²) with σ predicted from a hyper-latent z = h_a(|y|), z coded with a factorized prior.
+
+    One bitstream per sample: segments [y string, z string] and shape (H, W) of y; z's shape
+    follows from y's (the decoder derives it, so a mismatched pair cannot be sent). The device
+    runs h_a *and* h_s (it needs σ to code y), so both count in :meth:`mobile_state`.
+    """
+
+    predicts_means: ClassVar[bool] = False
+
+    def __init__(self, channels: int, hyper_channels: int = 16) -> None:
+        super().__init__()
+        if channels < 1 or hyper_channels < 1:
+            raise ValueError(f"channels and hyper_channels must be >= 1, got {channels}, {hyper_channels}")
+        self.channels = channels
+        self.hyper_channels = hyper_channels
+        self.h_a, self.h_s = hyper_transforms(channels, hyper_channels, self.predicts_means)
+        self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
+        self.gaussian_conditional = GaussianConditional(None)
+
+    # ---- the parts shared by training, quantize and coding
+
+    def _hyper_input(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.predicts_means else torch.abs(y)
+
+    @staticmethod
+    def _fit(params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Crop or edge-pad h_s's output to y's (H, W); a no-op for sides 4k+3."""
+        h, w = params.shape[-2:]
+        if (h, w) == tuple(size):
+            return params
+        if h < size[0] or w < size[1]:
+            pad = (0, max(0, size[1] - w), 0, max(0, size[0] - h))
+            params = nn.functional.pad(params, pad, mode="replicate")
+        return params[..., : size[0], : size[1]]
+
+    def _gaussian(self, params: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(scales, means) from h_s's output; means is None for the scale-only hyperprior."""
+        params = self._fit(params, size)
+        if self.predicts_means:
+            scales, means = params.chunk(2, 1)
+            return scales, means
+        return params, None
+
+    def _quantize_z(self, z: torch.Tensor) -> torch.Tensor:
+        """z rounded around the medians: what EntropyBottleneck.decompress returns, without decoding."""
+        eb = self.entropy_bottleneck
+        return eb.quantize(z, "dequantize", eb._get_medians())
+
+    def _z_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """z's (H, W) for a y of ``size``, from h_a's conv arithmetic (no tensor is allocated)."""
+        h, w = size
+        for m in self.h_a:
+            if isinstance(m, nn.Conv2d):
+                k, s, p = m.kernel_size, m.stride, m.padding
+                h = (h + 2 * int(p[0]) - k[0]) // s[0] + 1
+                w = (w + 2 * int(p[1]) - k[1]) // s[1] + 1
+        if h < 1 or w < 1:
+            raise BitstreamError(f"latent shape {tuple(size)} is too small for this hyperprior")
+        return h, w
+
+    def _coding_params(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(z, scales, means) exactly as the decoder will see them (per sample)."""
+        z = _per_sample(self.h_a, self._hyper_input(y))
+        scales, means = self._gaussian(_per_sample(self.h_s, self._quantize_z(z)), y.shape[-2:])
+        return z, scales, means
+
+    # ---- LatentCoder
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.autocast(y.device.type, enabled=False):  # likelihoods need full precision
+            y = y.float()
+            z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(self._hyper_input(y)))
+            scales, means = self._gaussian(self.h_s(z_hat), y.shape[-2:])
+            y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
+
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
+        """y rounded around the predicted means (MSHP) or to integers (SHP), as the decoder returns it."""
+        _, _, means = self._coding_params(y.float())
+        return self.gaussian_conditional.quantize(y.float(), "dequantize", means)
+
+    @torch.no_grad()
+    def compress(self, y: torch.Tensor) -> list[bytes]:
+        y = y.float()
+        z, scales, means = self._coding_params(y)
+        gc = self.gaussian_conditional
+        z_strings = self.entropy_bottleneck.compress(z)
+        y_strings = gc.compress(y, gc.build_indexes(scales), means=means)
+        return [pack(y.shape[-2:], [ys, zs]) for ys, zs in zip(y_strings, z_strings, strict=True)]
+
+    @torch.no_grad()
+    def decompress(self, payloads: list[bytes]) -> torch.Tensor:
+        parsed, size = _parse(payloads, 2, self.channels)
+        z_size = self._z_size(size)
+        device = self.entropy_bottleneck.quantiles.device
+        z_symbols = self.hyper_channels * z_size[0] * z_size[1]
+        z_hat = self.entropy_bottleneck.decompress([_padded(b.segments[1], z_symbols) for b in parsed], z_size)
+        scales, means = self._gaussian(_per_sample(self.h_s, z_hat.to(device)), size)
+        gc = self.gaussian_conditional
+        y_symbols = self.channels * size[0] * size[1]
+        return gc.decompress([_padded(b.segments[0], y_symbols) for b in parsed], gc.build_indexes(scales),
+                             means=means)
+
+    def update(self) -> None:
+        fit_quantiles(self.entropy_bottleneck)
+        self.entropy_bottleneck.update(force=True)
+        self.gaussian_conditional.update_scale_table(get_scale_table(), force=True)
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def device_networks(self) -> dict[str, nn.Module]:
+        return {"h_a": self.h_a, "h_s": self.h_s}
+
+    def mobile_state(self) -> dict[str, torch.Tensor]:
+        state = {f"{name}.{k}": v for name, net in self.device_networks().items() for k, v in net.state_dict().items()}
+        state.update({f"entropy_bottleneck.{k}": v for k, v in factorized_tables(self.entropy_bottleneck).items()})
+        state.update({f"gaussian_conditional.{k}": v
+                      for k, v in gaussian_tables(self.gaussian_conditional).items()})
+        return state
+
+
+class MeanScaleHyperprior(ScaleHyperprior):
+    """y ~ N(μ, σ²) with μ and σ predicted from z = h_a(y) (Minnen et al.'s mean-scale hyperprior)."""
+
+    predicts_means = True
+
+
+class Quantize8Bit(LatentCoder):
+    """8-bit min–max quantization per sample (CR+BQ): no entropy model, a fixed-length code.
+
+    scale = (max − min)/255 and zero point = −min/scale of each sample's whole tensor; both
+    travel as little-endian float32 in front of the uint8 values (8 bytes, counted in the size).
+    Training passes y through unchanged (the bottleneck is distilled in float); eval mode and
+    :meth:`quantize` give what the decoder returns. The likelihoods are the code's own: 1/256
+    per value, so the "estimate" is the payload without parameters and header.
+    """
+
+    LEVELS = 255
+    _PARAMS = struct.Struct("<ff")
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.channels = channels
+
+    def _params(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample (scale, zero point), float32, shaped to broadcast over y."""
+        lo, hi = torch.aminmax(y.detach().float().flatten(1), dim=1)
+        scale = (hi - lo) / self.LEVELS
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant tensor codes as all zeros
+        view = (-1,) + (1,) * (y.dim() - 1)
+        return scale.view(view), (-lo / scale).view(view)
+
+    def _symbols(self, y: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+        return torch.round(y.float() / scale + zero_point).clamp_(0, self.LEVELS)
+
+    @staticmethod
+    def _dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+        return (q - zero_point) * scale
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        y_hat = y if self.training else self.quantize(y)
+        return y_hat, {"y": torch.full_like(y, 1 / (self.LEVELS + 1), dtype=torch.float)}
+
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
+        scale, zero_point = self._params(y)
+        return self._dequantize(self._symbols(y, scale, zero_point), scale, zero_point)
+
+    @torch.no_grad()
+    def compress(self, y: torch.Tensor) -> list[bytes]:
+        scale, zero_point = self._params(y)
+        q = self._symbols(y, scale, zero_point).to(torch.uint8).cpu().numpy()
+        scale, zero_point = scale.flatten().tolist(), zero_point.flatten().tolist()
+        return [pack(y.shape[-2:], [self._PARAMS.pack(scale[i], zero_point[i]) + q[i].tobytes()])
+                for i in range(y.shape[0])]
+
+    @torch.no_grad()
+    def decompress(self, payloads: list[bytes]) -> torch.Tensor:
+        parsed, (h, w) = _parse(payloads, 1, self.channels)
+        expected = self._PARAMS.size + self.channels * h * w
+        out = torch.empty(len(parsed), self.channels, h, w)
+        for i, stream in enumerate(parsed):
+            data = stream.segments[0]
+            if len(data) != expected:
+                raise BitstreamError(f"8-bit payload of {len(data)} bytes; a {self.channels}×{h}×{w} latent "
+                                     f"needs {expected}")
+            scale, zero_point = self._PARAMS.unpack_from(data)
+            if not (math.isfinite(scale) and math.isfinite(zero_point) and scale > 0):
+                raise BitstreamError(f"corrupt 8-bit payload: scale {scale}, zero point {zero_point}")
+            q = torch.frombuffer(bytearray(data[self._PARAMS.size :]), dtype=torch.uint8).view(self.channels, h, w)
+            out[i] = self._dequantize(q.float(), torch.tensor(scale), torch.tensor(zero_point))
+        return out
+
+    def update(self) -> None:
+        """Nothing to build: the code has no tables."""
+
+    def aux_loss(self) -> torch.Tensor:
+        return torch.zeros(())
+
+    def mobile_state(self) -> dict[str, torch.Tensor]:
+        return {}

@@ -45,6 +45,10 @@ class Method(ABC):
     def rate_param(self, args: MethodArgs) -> dict:
         return {}
 
+    def needs_training(self, args: MethodArgs) -> bool:
+        """Whether this configuration is trained (some methods can also run from loaded weights)."""
+        return bool(self.stages)
+
     def build_model(self, ctx: BuildContext, args: MethodArgs, teacher: StagedNetwork | None) -> nn.Module | None:
         """The trainable/saved network (None for methods with nothing learned, e.g. codecs)."""
         return None
