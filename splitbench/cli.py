@@ -19,6 +19,7 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         datefmt="%H:%M:%S", handlers=[RichHandler(show_path=False, rich_tracebacks=False)])
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # matplotlib's PDF backend is chatty at INFO
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from splitbench.errors import ConfigError
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader, but reading ``1e-5`` as a float as YAML 1.2 does (PyYAML's 1.1 rules make it a
+    string, a classic trap for learning rates and rate weights)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
 
 
 class Strict(BaseModel):
@@ -168,7 +181,7 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if path in _seen:
         raise ConfigError(f"config inheritance cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=ConfigLoader) or {}  # noqa: S506  (SafeLoader subclass)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
@@ -183,36 +196,44 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return _merge(merged, data)
 
 
+def set_path(raw: dict, key: str, value: Any) -> None:
+    """Set ``value`` at a dotted ``key``; integer parts index lists (``train.stages.0.epochs``)."""
+    node: Any = raw
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{key}: {'.'.join(parts[:depth])} is a list of {len(node)}; "
+                                  f"{part!r} is not an index into it")
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+            if not last:
+                node.setdefault(part, {})
+        else:
+            raise ConfigError(f"{key}: {'.'.join(parts[:depth])!r} is a value, not a section")
+        if last:
+            node[index] = value
+        else:
+            node = node[index]
+
+
+def parse_value(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: value is not valid YAML: {error}") from None
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``key.path=value`` items; integer parts index lists (``train.stages.0.epochs=2``)."""
+    """Apply ``key.path=value`` items (values parsed as YAML)."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML: {error}") from None
-        node: Any = raw
-        parts = key.strip().split(".")
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])} is a list of {len(node)}; "
-                                      f"{part!r} is not an index into it")
-                index: Any = int(part)
-            elif isinstance(node, dict):
-                index = part
-                if not last:
-                    node.setdefault(part, {})
-            else:
-                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])!r} is a value, not a section")
-            if last:
-                node[index] = value
-            else:
-                node = node[index]
+        set_path(raw, key, parse_value(text, f"--set {item!r}"))
     return raw
 
 
@@ -237,7 +258,9 @@ def expand_sweep(raw: dict) -> list[dict]:
     keys = list(sweep)
     points = []
     for values in itertools.product(*(sweep[k] for k in keys)):
-        point = apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in zip(keys, values, strict=True)])
+        point = copy.deepcopy(raw)
+        for key, value in zip(keys, values, strict=True):
+            set_path(point, key, value)
         points.append(point)
     return points
 
@@ -279,7 +302,9 @@ def validate(raw: dict, source: str = "config") -> ExperimentConfig:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"{source}: {_format_errors(error, ExperimentConfig)}") from None
-    config.args()  # validate method_args now, not mid-run
+    # Store the validated arguments (defaults filled, types coerced), so a point's hash does not
+    # depend on how a value was written.
+    config.method_args = config.args().model_dump(mode="json")
     return config
 
 

@@ -40,16 +40,29 @@ def _context(config: ExperimentConfig, device: torch.device) -> BuildContext:
     return BuildContext(config, classes, device)
 
 
+def teacher_run(config: ExperimentConfig) -> str | None:
+    """The run in the same --out whose weights are this config's teacher (None: a file or the backbone's own).
+
+    By default the teacher is the classifier run of the same backbone; ``teacher.checkpoint`` names a
+    file instead, and a pretrained or user-weights backbone is its own teacher.
+    """
+    t, b = config.teacher, config.backbone
+    if t.checkpoint:
+        return None
+    if t.run or not (b.pretrained or b.weights):
+        return t.run or f"classifier-{b.name}"
+    return None
+
+
 def load_teacher(config: ExperimentConfig, out: Path, ctx: BuildContext) -> StagedNetwork:
     """The trained classifier this config points at (``teacher.run`` in ``out``, or a file), frozen."""
     b = config.backbone
     teacher = get_backbone(b.name, ctx.num_classes, pretrained=b.pretrained, weights=b.weights)
-    t = config.teacher
-    if t.checkpoint:
-        path = Path(t.checkpoint)
-    elif t.run or not (b.pretrained or b.weights):
-        # By default the teacher is the classifier run of the same backbone in the same --out.
-        path = out / (t.run or f"classifier-{b.name}") / WEIGHTS
+    run = teacher_run(config)
+    if config.teacher.checkpoint:
+        path = Path(config.teacher.checkpoint)
+    elif run:
+        path = out / run / WEIGHTS
     else:
         return teacher.eval()  # pretrained or user weights are the teacher
     if not path.is_file():
@@ -69,7 +82,7 @@ def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = Fals
                      stop_after_steps: int | None = None) -> Path:
     """Train the config's method through its stages; returns the final weights' path."""
     method = get_method(config.method)
-    if not method.needs_training(config.args()):
+    if not method.needs_training(config):
         raise SplitbenchError(f"method {config.method!r} has nothing to train here; run `splitbench evaluate`")
     stages = config.train.stages
     if [s.name for s in stages] != list(method.stages):
@@ -128,7 +141,7 @@ def build_pipeline(config: ExperimentConfig, out: Path, device: torch.device, ch
     needs_teacher = method.uses_teacher or getattr(method, "server_is_teacher", False)
     teacher = load_teacher(config, out, ctx) if needs_teacher else None
     model = None
-    if method.needs_training(args):
+    if method.needs_training(config):
         backbone = teacher if teacher is not None else get_backbone(config.backbone.name, ctx.num_classes)
         model = method.build_model(ctx, args, copy.deepcopy(backbone))
         path = checkpoint or run_dir(config, out) / WEIGHTS

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from splitbench.complexity import count_macs
 from splitbench.compression.latent_coders import LatentCoder, bits_per_sample
 
 
@@ -87,14 +87,6 @@ class SplitModel(nn.Module):
         raise NotImplementedError
 
 
-def count_macs(module: nn.Module, *args: Any) -> int:
-    """Multiply–accumulates of one forward call (torch's FLOP counter counts 2 FLOPs per MAC)."""
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(*args)
-    return counter.get_total_flops() // 2
-
-
 class LearnedPipeline(SplitPipeline):
     """Any :class:`SplitModel` as a pipeline: the coder's bitstreams cross the split."""
 
@@ -130,7 +122,11 @@ class LearnedPipeline(SplitPipeline):
         return state
 
     def mobile_params(self) -> int:
-        return sum(p.numel() for p in self.model.mobile_network().parameters())
+        networks = [self.model.mobile_network(), *self.model.coder.device_networks().values()]
+        return sum(p.numel() for net in networks for p in net.parameters())
 
+    @torch.no_grad()
     def mobile_macs(self, images: torch.Tensor) -> int:
-        return count_macs(self.model.mobile_network(), images.to(self.device))
+        network = self.model.mobile_network()
+        y = network(images.to(self.device))
+        return count_macs(network, images.to(self.device)) + self.model.coder.device_macs(y)

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from splitbench.complexity import count_macs
 from splitbench.compression.bottleneck import BottleneckShapeError
 from splitbench.methods.entropic_student import EntropicStudentArgs, build_student
 from splitbench.models import SplitPointError, get_backbone
-from splitbench.pipeline import LearnedPipeline, count_macs
+from splitbench.pipeline import LearnedPipeline
 from splitbench.registry import UnknownNameError
 
 

@@ -156,7 +156,7 @@ def test_local_weights_file_is_the_codec(tmp_path):
     torch.save({"epoch": 1, "state_dict": source.state_dict()}, path)
     cfg = config(arch="bmshj2018-factorized", weights=str(path), lmbda=None)
     method, args = get_method("neural_codec"), cfg.args()
-    assert not method.needs_training(args)
+    assert not method.needs_training(cfg)
     pipeline = method.pipeline(BuildContext(cfg, 4, CPU), args, None, get_backbone("resnet10n", 4))
     assert coder_ready(pipeline.codec)
     images = val_images(2)

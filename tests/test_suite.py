@@ -8,17 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from splitbench.bench import report
 from splitbench.bench import suite as suite_mod
 from splitbench.bench.suite import run_suite, suite_points
 from splitbench.cli import main
+from splitbench.codecs import list_codecs
 from splitbench.config import load_configs
 from splitbench.errors import ConfigError
+from splitbench.methods import list_methods
 
 TINY = {
     "base.yaml": """
 data: {dataset: shapes, image_size: 32, train_samples: 96, val_samples: 40, batch_size: 32}
 backbone: {name: resnet10n}
-train: {max_steps_per_epoch: 2, device: cpu, amp: false}
+train: {max_steps_per_epoch: 1, device: cpu, amp: false}
 eval: {batch_size: 40, workers: 1, device: cpu}
 """,
     "teacher.yaml": """
@@ -123,12 +126,14 @@ def test_packaged_suites_validate():
     old = [c.hash() for n in ("shapes/teacher.yaml", "shapes/entropic_student.yaml", "shapes/input_codec.yaml")
            for c in load_configs(n)]
     assert [p.config.hash() for p in quick] == old  # the quickstart's records stay valid
-    _, shapes = suite_points("suites/shapes.yaml")
-    assert {p.config.method for p in shapes} >= {"classifier", "entropic_student", "input_codec"}
+    _, shapes = suite_points("suites/shapes.yaml")  # covers every method and every codec we can run
+    missing = set(list_methods()) - {p.config.method for p in shapes}
+    assert not missing, f"add {missing} to splitbench/configs/suites/shapes.yaml"
     codecs = {p.config.method_args.get("codec") for p in shapes if p.config.method == "input_codec"}
-    assert codecs >= {"jpeg", "webp", "avif", "jpegxl", "hevc", "vvc", "png"}
+    assert codecs >= set(list_codecs()) - {"bpg"}  # bpg needs bpgenc (hevc is its coding)
     _, imagenet = suite_points("suites/imagenet.yaml")
-    betas = sorted(p.config.method_args["beta"] for p in imagenet if p.config.method == "entropic_student")
+    betas = sorted(p.config.method_args["beta"] for p in imagenet
+                   if p.config.method == "entropic_student" and p.config.method_args["variant"] == "fp")
     assert betas == [0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12]
     assert {p.config.backbone.name for p in imagenet} == {"resnet50"}
     for name in ("base", "teacher", "entropic_student", "input_codec"):
@@ -183,8 +188,10 @@ def test_suite_runs_end_to_end_and_rerun_redoes_nothing(finished, monkeypatch):
 def test_killed_midway_rerun_completes_only_missing_points(finished, tmp_path, monkeypatch):
     suite, done = finished
     out = tmp_path / "out"
-    shutil.copytree(done / "classifier-resnet10n", out / "classifier-resnet10n")  # teacher trained earlier
-    # Killed as the 3rd point (student beta=1.0) starts evaluating: its training has finished.
+    for run in ("classifier-resnet10n", "entropic_student-fp-resnet10n-beta0.1",
+                "entropic_student-fp-resnet10n-beta1.0"):  # trained earlier (training is the slow part)
+        shutil.copytree(done / run, out / run)
+    # Killed as the 3rd point (student beta=1.0) starts evaluating, after its training.
     monkeypatch.setattr(suite_mod, "evaluate_experiment", Counter(suite_mod.evaluate_experiment, fail_on=3))
     with pytest.raises(KeyboardInterrupt):
         run_suite(suite, out, progress=False)
@@ -193,6 +200,7 @@ def test_killed_midway_rerun_completes_only_missing_points(finished, tmp_path, m
     assert len(trained) == 3
 
     monkeypatch.undo()
+    monkeypatch.setattr(report, "write_report", lambda *a, **k: {})  # the end-to-end test covers it
     train = Counter(suite_mod.train_experiment)
     evaluate = Counter(suite_mod.evaluate_experiment)
     monkeypatch.setattr(suite_mod, "train_experiment", train)
@@ -206,7 +214,7 @@ def test_killed_midway_rerun_completes_only_missing_points(finished, tmp_path, m
     assert len(records) == 5 and len({r["config_hash"] for r in records}) == 5
 
 
-def test_failed_point_is_recorded_and_retried(finished, tmp_path):
+def test_failed_point_is_recorded_and_retried(finished, tmp_path, monkeypatch):
     _, done = finished
     out = tmp_path / "out"
     shutil.copytree(done / "classifier-resnet10n", out / "classifier-resnet10n")
@@ -233,6 +241,7 @@ experiments:
     assert "metrics" not in failed
     assert "Failed points" in (out / "report.md").read_text()
 
+    monkeypatch.setattr(report, "write_report", lambda *a, **k: {})
     assert main(args) == 1  # the failed point is retried, the others are not
     records = read_records(out)
     assert [r["status"] for r in records] == ["ok", "failed", "ok", "failed"]
@@ -251,3 +260,15 @@ def test_failed_teacher_fails_its_dependents_clearly(tmp_path, monkeypatch):
         assert "teacher run 'classifier-resnet10n' failed to train in this suite (RuntimeError" in f.error
     assert not (tmp_path / "out" / "report.md").exists()  # nothing to report
     assert {r["status"] for r in read_records(tmp_path / "out")} == {"failed"}
+
+
+def test_run_trained_with_other_settings_is_not_reused(finished, tmp_path):
+    _, done = finished
+    out = tmp_path / "out"
+    shutil.copytree(done / "classifier-resnet10n", out / "classifier-resnet10n")
+    text = "experiments: [teacher.yaml, {config: codec.yaml, set: {method_args.codec: jpeg}}]\n"
+    text += "set: {data.train_samples: 64, eval.batch_size: 8}\n"  # eval settings alone would not matter
+    failed = run_suite(write_suite(tmp_path / "cfg", text), out, progress=False)
+    assert len(failed) == 4
+    assert "trained with other settings (data.train_samples: 96 there, 64 here)" in failed[0].error
+    assert "teacher run 'classifier-resnet10n' failed to train" in failed[1].error  # not the stale teacher

@@ -19,34 +19,52 @@ from splitbench.compression.latent_coders import LatentCoder
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
-    from compressai.layers import GDN
+    from compressai.layers import GDN, GDN1
 
 
 class BottleneckShapeError(ValueError):
     """The bottleneck cannot reproduce the split point's output shape; the message has both shapes."""
 
 
-def build_encoder(in_channels: int, hidden: Sequence[int], latent_channels: int) -> nn.Sequential:
+def _gdn(simplified: bool) -> type[nn.Module]:
+    """GDN, or GDN1 (|x| instead of x², no square root) as sc2bench's bottlenecks use: same parameters."""
+    return GDN1 if simplified else GDN
+
+
+def build_encoder(
+    in_channels: int, hidden: Sequence[int], latent_channels: int, simplified_gdn: bool = False
+) -> nn.Sequential:
     """Strided 5×5 convs with GDN (one per halving), then a 2×2 conv to the latent channels."""
+    _check_channels(in_channels, hidden, latent_channels)
+    gdn = _gdn(simplified_gdn)
     layers: list[nn.Module] = []
     channels = in_channels
     for width in hidden:
-        layers += [nn.Conv2d(channels, width, 5, stride=2, padding=2, bias=False), GDN(width)]
+        layers += [nn.Conv2d(channels, width, 5, stride=2, padding=2, bias=False), gdn(width)]
         channels = width
     layers.append(nn.Conv2d(channels, latent_channels, 2, stride=1, padding=0, bias=False))
     return nn.Sequential(*layers)
 
 
-def build_decoder(latent_channels: int, hidden: Sequence[int], out_channels: int) -> nn.Sequential:
+def build_decoder(
+    latent_channels: int, hidden: Sequence[int], out_channels: int, simplified_gdn: bool = False
+) -> nn.Sequential:
     """2×2 convs with inverse GDN, paddings alternating 1, 0, 1, …: with an even number of hidden
     layers (the published layout has two) this adds back the pixel the encoder's 2×2 conv removed."""
+    _check_channels(latent_channels, hidden, out_channels)
+    gdn = _gdn(simplified_gdn)
     layers: list[nn.Module] = []
     channels = latent_channels
     for i, width in enumerate(hidden):
-        layers += [nn.Conv2d(channels, width, 2, padding=1 - i % 2, bias=False), GDN(width, inverse=True)]
+        layers += [nn.Conv2d(channels, width, 2, padding=1 - i % 2, bias=False), gdn(width, inverse=True)]
         channels = width
     layers.append(nn.Conv2d(channels, out_channels, 2, padding=1 - len(hidden) % 2, bias=False))
     return nn.Sequential(*layers)
+
+
+def _check_channels(first: int, hidden: Sequence[int], last: int) -> None:
+    if min(first, last, *hidden) < 1:
+        raise ValueError(f"channel counts must be >= 1, got {first} → {list(hidden)} → {last}")
 
 
 def strides_for(split_stride: int) -> int:

@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from splitbench.complexity import count_macs
 from splitbench.compression.bitstream import Bitstream, BitstreamError, pack, unpack
 
 with warnings.catch_warnings():
@@ -76,6 +77,10 @@ class LatentCoder(nn.Module, ABC):
         """Networks the device runs inside the coder (a hyperprior's h_a and h_s), by attribute name:
         their parameters are part of the encoder, not only the tables."""
         return {}
+
+    def device_macs(self, y: torch.Tensor) -> int:
+        """MACs of the device networks when coding ``y`` (entropy coding itself is table look-ups)."""
+        return 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The coder tables' sizes depend on the trained model; size the buffers before loading.
@@ -340,6 +345,12 @@ class ScaleHyperprior(LatentCoder):
 
     def device_networks(self) -> dict[str, nn.Module]:
         return {"h_a": self.h_a, "h_s": self.h_s}
+
+    def device_macs(self, y: torch.Tensor) -> int:
+        """h_a on y, then h_s on the quantized z: what the device runs to get y's entropy parameters."""
+        hyper_input = self._hyper_input(y)
+        z_hat = torch.round(self.h_a(hyper_input))
+        return count_macs(self.h_a, hyper_input) + count_macs(self.h_s, z_hat)
 
     def mobile_state(self) -> dict[str, torch.Tensor]:
         state = {f"{name}.{k}": v for name, net in self.device_networks().items() for k, v in net.state_dict().items()}

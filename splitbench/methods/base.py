@@ -45,7 +45,7 @@ class Method(ABC):
     def rate_param(self, args: MethodArgs) -> dict:
         return {}
 
-    def needs_training(self, args: MethodArgs) -> bool:
+    def needs_training(self, config: ExperimentConfig) -> bool:
         """Whether this configuration is trained (some methods can also run from loaded weights)."""
         return bool(self.stages)
 

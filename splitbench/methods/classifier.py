@@ -33,6 +33,11 @@ class Classifier(Method):
     def variant(self, args: MethodArgs) -> str:
         return ""
 
+    def needs_training(self, config) -> bool:
+        """A pretrained or user-weights backbone with no training stages is evaluated as loaded."""
+        b = config.backbone
+        return bool(config.train.stages) or not (b.pretrained or b.weights)
+
     def build_model(self, ctx: BuildContext, args: MethodArgs, teacher: StagedNetwork | None) -> StagedNetwork:
         b = ctx.config.backbone
         return get_backbone(b.name, ctx.num_classes, pretrained=b.pretrained, weights=b.weights)
@@ -41,4 +46,6 @@ class Classifier(Method):
         return ClassifierTraining(model)
 
     def pipeline(self, ctx, args, model, teacher) -> InputCodecPipeline:
+        if model is None:  # evaluated as loaded (pretrained or backbone.weights)
+            model = self.build_model(ctx, args, None)
         return InputCodecPipeline(RawPixels(), model, ctx.device)

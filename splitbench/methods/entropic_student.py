@@ -1,10 +1,15 @@
 """Entropic Student (Matsubara et al., WACV 2022): a distilled bottleneck with a learned entropy model.
 
+Variants by entropy model: ``fp`` (factorized prior), ``shp`` (scale hyperprior), ``mshp``
+(mean-scale hyperprior; z has ``hyper_channels`` channels, 16 as published).
+
 Stage ``bottleneck``: only the bottleneck trains; loss = Σ MSE(sum) between student and teacher at
-the split point and every later stage (not the logits) + β·bits (summed over the batch) + the
-entropy model's auxiliary loss. Its end fixes the coder tables. Stage ``tail``: encoder and
+the split point and every later stage (not the logits) + β·bits (y and z, summed over the batch)
++ the entropy model's auxiliary loss. Its end fixes the coder tables. Stage ``tail``: encoder and
 entropy model frozen; decoder and later stages train with 0.5·CE + 0.5·T²·KL(teacher‖student) on
-the test-time quantized latent.
+the test-time quantized latent (for MSHP: y rounded around the predicted means).
+
+:class:`HeadDistillation` (stage 1 alone, with or without the rate term) is also CR+BQ's recipe.
 """
 
 from __future__ import annotations
@@ -14,65 +19,75 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
-from splitbench.compression.bottleneck import Bottleneck, build_decoder, build_encoder, strides_for
-from splitbench.compression.latent_coders import FactorizedPrior, bits_per_sample
+from splitbench.compression.latent_coders import (
+    FactorizedPrior,
+    LatentCoder,
+    MeanScaleHyperprior,
+    ScaleHyperprior,
+)
 from splitbench.methods.base import BuildContext, Method, MethodArgs, register_method
-from splitbench.models.bottleneck_classifier import BottleneckClassifier
+from splitbench.models.bottleneck_classifier import BottleneckClassifier, build_bottleneck_classifier
 from splitbench.models.staged import StagedNetwork
 from splitbench.pipeline import LearnedPipeline
+from splitbench.training.losses import feature_distillation, kd_divergence, rate_bits
 from splitbench.training.module import TrainingModule
 
 
-class EntropicStudentArgs(MethodArgs):
-    variant: Literal["fp"] = "fp"
+class BottleneckArgs(MethodArgs):
+    """The learned bottleneck shared by Entropic Student, End-to-End and CR+BQ."""
+
     split_after: str = "layer1"
-    beta: float = Field(gt=0, description="rate weight on bits summed over the batch")
     channels: int = Field(24, ge=1, description="latent channels")
-    encoder_channels: list[int] | None = Field(None, description="default: 96, 48, then 48 per extra stride")
-    decoder_channels: list[int] | None = Field(None, description="default: 2×, 1× the split point's channels")
+    encoder_channels: list[PositiveInt] | None = Field(None, description="default: 96, 48, then 48 per extra stride")
+    decoder_channels: list[PositiveInt] | None = Field(None, description="default: 2×, 1× the split point's channels")
+    simplified_gdn: bool = Field(False, description="GDN1 (|x|, no square root) as in sc2bench, instead of GDN")
+
+    def coder(self) -> LatentCoder:
+        """The latent coder these settings describe (a factorized prior unless a method says otherwise)."""
+        return FactorizedPrior(self.channels)
+
+
+def build_student(args: BottleneckArgs, backbone: StagedNetwork, image_size: int) -> BottleneckClassifier:
+    return build_bottleneck_classifier(
+        backbone, args.split_after, image_size, args.coder(), encoder_channels=args.encoder_channels,
+        decoder_channels=args.decoder_channels, simplified_gdn=args.simplified_gdn)
+
+
+class EntropicStudentArgs(BottleneckArgs):
+    variant: Literal["fp", "shp", "mshp"] = "fp"
+    beta: float = Field(gt=0, description="rate weight on bits (y + z) summed over the batch")
+    hyper_channels: int = Field(16, ge=1, description="channels of the hyper-latent z (shp, mshp)")
     kd_temperature: float = Field(1.0, gt=0)
     kd_weight: float = Field(0.5, ge=0, le=1, description="weight of KL; CE gets 1 − kd_weight")
 
-
-def build_student(args: EntropicStudentArgs, backbone: StagedNetwork, image_size: int) -> BottleneckClassifier:
-    backbone.check_split_point(args.split_after)
-    c, _, w = backbone.stage_shapes(image_size)[args.split_after]
-    n_strides = strides_for(image_size // w)
-    encoder_channels = args.encoder_channels or ([96, 48] + [48] * (n_strides - 2))[:n_strides]
-    if len(encoder_channels) != n_strides:
-        raise ValueError(
-            f"split after {args.split_after} is {n_strides} halvings deep, so encoder_channels needs "
-            f"{n_strides} entries, got {encoder_channels}"
-        )
-    bottleneck = Bottleneck(
-        build_encoder(3, encoder_channels, args.channels),
-        FactorizedPrior(args.channels),
-        build_decoder(args.channels, args.decoder_channels or [2 * c, c], c),
-    )
-    return BottleneckClassifier(backbone, args.split_after, bottleneck, image_size)
+    def coder(self) -> LatentCoder:
+        if self.variant == "fp":
+            return FactorizedPrior(self.channels)
+        return (MeanScaleHyperprior if self.variant == "mshp" else ScaleHyperprior)(self.channels, self.hyper_channels)
 
 
-class EntropicStudentTraining(TrainingModule):
-    stages = ("bottleneck", "tail")
+class HeadDistillation(TrainingModule):
+    """Stage ``bottleneck``: the bottleneck learns to reproduce the teacher's features at the split point
+    and every later stage (the tail is frozen); with ``beta``, plus β·bits summed over the batch
+    and the entropy model's aux loss. Its end builds the coder tables."""
 
-    def __init__(self, student: BottleneckClassifier, teacher: StagedNetwork, args: EntropicStudentArgs) -> None:
+    stages: tuple[str, ...] = ("bottleneck",)
+
+    def __init__(self, student: BottleneckClassifier, teacher: StagedNetwork, beta: float | None = None) -> None:
         super().__init__(student)
         self.teacher = teacher
-        self.args = args
+        self.beta = beta
         self.distill = [student.split_after] + student.tail_stages[:-1]  # all stage outputs but the logits
-        self.stage = "bottleneck"
+        self.stage = self.stages[0]
 
     def set_stage(self, stage: str) -> None:
         self.stage = stage
         self.reset_frozen()
-        student: BottleneckClassifier = self.model
         self.freeze(self.teacher)
         if stage == "bottleneck":
-            self.freeze(student.tail)
-        else:
-            self.freeze(student.bottleneck.encoder, student.bottleneck.coder)
+            self.freeze(self.model.tail)
 
     def end_stage(self, stage: str) -> None:
         if stage == "bottleneck":
@@ -80,20 +95,36 @@ class EntropicStudentTraining(TrainingModule):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            teacher_logits, teacher_features = self.teacher(images, taps=self.distill)
+            _, teacher_features = self.teacher(images, taps=self.distill)
+        _, features, likelihoods = self.model(images)
+        mse = feature_distillation(features, teacher_features, self.distill)
+        batch = images.shape[0]
+        if self.beta is None:
+            return {"loss": mse, "mse": mse / batch}
+        bits = rate_bits(likelihoods, "sum")
+        aux = self.model.coder.aux_loss()
+        return {"loss": mse + self.beta * bits + aux, "mse": mse / batch, "bytes": bits / batch / 8, "aux": aux}
+
+
+class EntropicStudentTraining(HeadDistillation):
+    stages = ("bottleneck", "tail")
+
+    def __init__(self, student: BottleneckClassifier, teacher: StagedNetwork, args: EntropicStudentArgs) -> None:
+        super().__init__(student, teacher, args.beta)
+        self.args = args
+
+    def set_stage(self, stage: str) -> None:
+        super().set_stage(stage)
+        if stage == "tail":
+            self.freeze(self.model.bottleneck.encoder, self.model.bottleneck.coder)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.stage == "bottleneck":
-            logits, features, likelihoods = self.model(images)
-            mse = sum(F.mse_loss(features[s].float(), teacher_features[s].float(), reduction="sum")
-                      for s in self.distill)
-            bits = bits_per_sample(likelihoods)
-            aux = self.model.coder.aux_loss()
-            batch = images.shape[0]
-            return {"loss": mse + self.args.beta * bits.sum() + aux, "mse": mse / batch,
-                    "bytes": bits.mean() / 8, "aux": aux}
+            return super().forward(images, labels)
+        with torch.no_grad():
+            teacher_logits = self.teacher(images)
         logits, _, _ = self.model(images, quantized=True)
-        t = self.args.kd_temperature
-        kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1),
-                      reduction="batchmean", log_target=True) * t * t
+        kl = kd_divergence(logits, teacher_logits, self.args.kd_temperature)
         ce = F.cross_entropy(logits, labels)
         w = self.args.kd_weight
         return {"loss": (1 - w) * ce + w * kl, "ce": ce, "kl": kl,
@@ -102,7 +133,7 @@ class EntropicStudentTraining(TrainingModule):
 
 @register_method
 class EntropicStudent(Method):
-    """Entropic Student: distilled bottleneck + factorized-prior entropy model, two training stages."""
+    """Entropic Student: distilled bottleneck + entropy model (fp, shp, mshp), two training stages."""
 
     name = "entropic_student"
     Args: ClassVar = EntropicStudentArgs

@@ -16,10 +16,10 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from splitbench.codecs import FeatureCodec, get_codec
+from splitbench.complexity import count_macs
 from splitbench.methods.base import BuildContext, Method, MethodArgs, register_method
 from splitbench.methods.input_codec import CodecOption, CodecPipeline, check_codec, codec_variant, quality_param
 from splitbench.models.staged import StagedNetwork
-from splitbench.pipeline import count_macs
 
 
 def head_of(network: StagedNetwork, split_after: str) -> nn.Sequential:

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from splitbench.codecs.base import MAX_PIXELS
+from splitbench.complexity import count_macs
 from splitbench.compression.bitstream import BitstreamError, pack, unpack
 from splitbench.compression.latent_coders import (
     _padded,
@@ -38,7 +39,7 @@ from splitbench.errors import CheckpointError, SplitbenchError
 from splitbench.methods.base import BuildContext, Method, MethodArgs, register_method
 from splitbench.models.backbones import PretrainedUnavailableError
 from splitbench.models.staged import StagedNetwork
-from splitbench.pipeline import SplitPipeline, count_macs
+from splitbench.pipeline import SplitPipeline
 from splitbench.training.checkpoint import load_state_strict
 from splitbench.training.module import TrainingModule
 
@@ -359,9 +360,9 @@ class NeuralCodec(Method):
             out["lambda"] = args.lmbda
         return out
 
-    def needs_training(self, args: NeuralCodecArgs) -> bool:
+    def needs_training(self, config) -> bool:
         """False when the weights are used as loaded (pretrained or a file, no ``lmbda``)."""
-        return args.lmbda is not None
+        return config.args().lmbda is not None
 
     def build_model(self, ctx: BuildContext, args: NeuralCodecArgs, teacher: StagedNetwork | None):
         n, m = zoo_widths(args.arch, args.quality) if args.pretrained else (args.N, args.M)
@@ -386,7 +387,7 @@ class NeuralCodec(Method):
 
     def pipeline(self, ctx, args: NeuralCodecArgs, model, teacher) -> NeuralCodecPipeline:
         assert teacher is not None
-        if not self.needs_training(args):  # the loaded codec is the codec
+        if args.lmbda is None:  # the loaded codec is the codec
             model = self.build_model(ctx, args, teacher)
             self.load_initial(model, args)
         elif model is None:

@@ -1,0 +1,375 @@
+"""Benchmark suites: many experiments (each possibly a sweep) run as one resumable job, then one report.
+
+A suite is a short YAML file (``splitbench bench SUITE.yaml``)::
+
+    experiments:                        # run in order
+      - shapes/teacher.yaml             # a config file, as is
+      - config: shapes/entropic_student.yaml
+        set: {method_args.beta: [0.05, 0.2]}
+      - config: shapes/input_codec.yaml
+        set: {method_args.codec: avif, method_args.quality: [10, 30, 50, 70]}
+    set: {data.train_samples: 2000}     # optional: applied to every experiment (an entry's own set wins)
+    report: {title: My sweep, log_x: true, metric: top1, anchor: jpeg}   # optional: write_report options
+
+Keys:
+
+* ``experiments`` (required, non-empty): each item is a config path, or ``{config: PATH, set: {...}}``.
+  Paths are relative to the suite file, else names under ``splitbench/configs/``.
+* ``set``: dotted config keys, as ``--set`` takes them. A **list value is a sweep dimension**: it
+  replaces the config's own sweep of that key or adds one; a scalar pins the key (dropping the
+  config's sweep of it). To set a key whose value is itself a list, wrap it: ``milestones: [[5, 8]]``.
+  A suite-level ``set`` reaches every experiment, so keep it to keys they all share (``data.*``,
+  ``train.*``, ``eval.*``).
+* ``report``: ``title``, ``metric``, ``anchor``, ``log_x`` — passed to ``write_report``.
+
+``--set KEY=VALUE`` on the command line is applied last to every point, exactly as for
+``splitbench train`` (a literal value that pins the key, never a sweep).
+
+Running a suite expands every experiment into its points, then for each point in order: trains it
+if its method needs training (resuming an interrupted run, skipping a finished one), evaluates
+it into ``OUT/results.jsonl`` and logs one line. A point whose ok record (same config hash) is
+already there is skipped, so a suite killed midway and started again only does what is missing.
+A point that raises is recorded with ``status: failed`` and the error, and the suite goes on; the
+next run retries it; points whose teacher failed to train fail at once, naming it. A run folder
+trained with other settings (run names leave data and training settings out) is never reused: the
+point fails naming the keys that differ. Everything is validated before anything runs, so a typo
+costs no compute. Last, the report of every record in ``OUT/results.jsonl`` is written into OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from splitbench.config import (
+    PACKAGE_CONFIGS,
+    ExperimentConfig,
+    Strict,
+    _format_errors,
+    _pin_swept,
+    apply_overrides,
+    expand_sweep,
+    load_raw,
+    resolve_config_path,
+    validate,
+)
+from splitbench.errors import ConfigError, SplitbenchError
+from splitbench.experiment import evaluate_experiment, run_dir, train_experiment
+
+log = logging.getLogger("splitbench")
+
+
+# ---------------------------------------------------------------- schema
+
+
+class SuiteEntry(Strict):
+    config: str = Field(description="experiment config: relative to the suite file, or under splitbench/configs/")
+    set: dict[str, Any] = Field({}, description="dotted key → value; a list value is a sweep dimension")
+
+
+class ReportOptions(Strict):
+    title: str | None = None
+    metric: str | None = None
+    anchor: str | None = None
+    log_x: bool = False
+
+
+class Suite(Strict):
+    experiments: list[SuiteEntry] = Field(min_length=1)
+    set: dict[str, Any] = {}
+    report: ReportOptions = ReportOptions()
+
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """A bare string is the common case (a config as is); make it the long form."""
+        if isinstance(value, list):
+            return [{"config": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+@dataclass(frozen=True)
+class SuitePoint:
+    """One validated config and where in the suite it came from (for messages)."""
+
+    config: ExperimentConfig
+    source: str
+
+
+@dataclass(frozen=True)
+class FailedPoint:
+    run: str
+    config_hash: str
+    error: str
+    source: str
+
+
+@dataclass
+class SuiteSummary:
+    ok: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[FailedPoint] = field(default_factory=list)
+    report: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_suite(path: str | Path) -> tuple[Suite, Path]:
+    """The validated suite and its resolved file (entries' paths are relative to its folder)."""
+    file = resolve_config_path(path)
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: a suite is a mapping with an 'experiments' list, got {type(raw).__name__}")
+    try:
+        return Suite.model_validate(raw), file
+    except ValidationError as error:
+        message = _format_errors(error, Suite).replace("invalid config:", "invalid suite:", 1)
+        raise ConfigError(f"{file}: {message}") from None
+
+
+def _entry_path(name: str, suite_dir: Path, where: str) -> Path:
+    for candidate in (suite_dir / name, PACKAGE_CONFIGS / name):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{where}: config file not found: {name} (looked in {suite_dir} and {PACKAGE_CONFIGS})")
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as ``apply_overrides`` parses it back unchanged (JSON's ``1e-05`` would come back a string)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=2**20).strip()
+    return text.removesuffix("...").strip()
+
+
+def apply_suite_set(raw: dict, values: dict[str, Any], where: str) -> dict:
+    """Lists become (or replace) sweep dimensions; scalars pin their key, as ``--set`` does."""
+    sweep = raw.get("sweep") or {}
+    if not isinstance(sweep, dict):
+        raise ConfigError(f"{where}: sweep: maps dotted keys to non-empty lists")
+    sweep = dict(sweep)
+    pins = []
+    for key, value in values.items():
+        if isinstance(value, list):
+            if not value:
+                raise ConfigError(f"{where}: set.{key} is an empty list (a sweep of no points)")
+            sweep[key] = value
+        else:
+            sweep.pop(key, None)
+            pins.append(f"{key}={_yaml_value(value)}")
+    raw = {k: v for k, v in raw.items() if k != "sweep"}
+    if sweep:
+        raw["sweep"] = sweep
+    return apply_overrides(raw, pins)
+
+
+def suite_points(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Suite, list[SuitePoint]]:
+    """Every point of the suite, validated, in run order."""
+    suite, file = load_suite(path)
+    overrides = list(overrides)
+    points: list[SuitePoint] = []
+    for i, entry in enumerate(suite.experiments):
+        where = f"{file}: experiments[{i}] ({entry.config})"
+        raw = load_raw(_entry_path(entry.config, file.parent, where))
+        raw = apply_suite_set(raw, {**suite.set, **entry.set}, where)
+        raw = apply_overrides(_pin_swept(raw, overrides), overrides)
+        points += [SuitePoint(validate(p, where), where) for p in expand_sweep(raw)]
+    return suite, points
+
+
+# ---------------------------------------------------------------- records and checks
+
+
+def recorded_hashes(results: Path) -> set[str]:
+    """Config hashes with an ok record: the points a rerun skips."""
+    if not results.exists():
+        return set()
+    hashes = set()
+    for line in results.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a report will name the bad line; here it only means "not done"
+        if isinstance(record, dict) and record.get("status") == "ok":
+            hashes.add(record.get("config_hash"))
+    return hashes
+
+
+def failed_record(config: ExperimentConfig, error: str) -> dict:
+    """The identifying fields of an ok record, ``status: failed`` and the error; no metrics."""
+    from splitbench.evaluation import versions
+    from splitbench.evaluation.records import now_utc
+    from splitbench.methods import get_method
+
+    method = get_method(config.method)
+    args = config.args()
+    return {
+        "method": config.method, "variant": method.variant(args), "task": config.task,
+        "dataset": config.data.dataset, "split": config.eval.split, "backbone": config.backbone.name,
+        "rate_param": method.rate_param(args), "run": config.run_name(), "config_hash": config.hash(),
+        "config": config.model_dump(mode="json"), "versions": versions(), "created": now_utc(),
+        "status": "failed", "error": error,
+    }
+
+
+def teacher_run(config: ExperimentConfig) -> str | None:
+    """The run in the same OUT this point loads as its teacher, if it loads one."""
+    from splitbench.experiment import teacher_run as configured_teacher_run
+    from splitbench.methods import get_method
+
+    method = get_method(config.method)
+    if not (method.uses_teacher or getattr(method, "server_is_teacher", False)):
+        return None
+    return configured_teacher_run(config)
+
+
+# Settings that change how a run is executed or evaluated, not the weights it produces.
+_NOT_TRAINING = ("eval", "data.val_samples", "data.workers", "train.device", "train.log_every",
+                 "train.checkpoint_every")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def check_run_dir(config: ExperimentConfig, out: Path) -> None:
+    """Refuse to reuse or resume a run folder trained with different settings.
+
+    Run folders are named by method, variant, backbone and rate only, so a suite with other data or
+    training settings in the same OUT would otherwise take a stale checkpoint for its own.
+    """
+    stored_file = run_dir(config, out) / "config.yaml"
+    if not stored_file.is_file():
+        return
+    stored = _flatten(yaml.safe_load(stored_file.read_text()) or {})
+    current = _flatten(config.model_dump(mode="json"))
+    differ = [k for k in sorted(stored.keys() & current.keys())
+              if stored[k] != current[k] and not any(k == n or k.startswith(n + ".") for n in _NOT_TRAINING)]
+    if differ:
+        shown = ", ".join(f"{k}: {stored[k]!r} there, {current[k]!r} here" for k in differ[:3])
+        more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise SplitbenchError(f"{stored_file.parent} was trained with other settings ({shown}{more}); "
+                              f"use another --out, or delete that folder to retrain")
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process and of its finished children (Linux reports KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def _headline(record: dict) -> str:
+    from splitbench.bench.records import DEFAULT_METRIC
+
+    metric = DEFAULT_METRIC.get(record["task"], "")
+    value = record["metrics"].get(metric)
+    quality = f"{metric} {100 * value:.2f}%" if isinstance(value, (int, float)) else "no metric"
+    return f"{quality} at {record['data_size']['bytes_mean']:.0f} B"
+
+
+# ---------------------------------------------------------------- running
+
+
+def _run_point(point: SuitePoint, out: Path, progress: bool, failed_training: dict[str, str]) -> dict:
+    """Train (if its method needs training with these args) then evaluate one point; returns its record."""
+    from splitbench.methods import get_method
+
+    config = point.config
+    teacher = teacher_run(config)
+    if teacher in failed_training:
+        raise SplitbenchError(f"its teacher run {teacher!r} failed to train in this suite "
+                              f"({failed_training[teacher]})")
+    if get_method(config.method).needs_training(config):
+        try:
+            check_run_dir(config, out)
+            train_experiment(config, out, resume=True, progress=progress)
+        except Exception as error:
+            failed_training[config.run_name()] = f"{type(error).__name__}: {error}"
+            raise
+    return evaluate_experiment(config, out, progress=progress)
+
+
+def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
+                  progress: bool = True) -> SuiteSummary:
+    """Run every point not yet recorded, record failures, write the report; see the module docstring."""
+    from splitbench.bench.records import load_records
+    from splitbench.bench.report import write_report
+    from splitbench.evaluation import append_record
+
+    start = time.perf_counter()
+    suite, points = suite_points(path, overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = recorded_hashes(results)
+    summary = SuiteSummary()
+    failed_training: dict[str, str] = {}
+    total = len(points)
+    point_seconds = 0.0
+    log.info("suite %s: %d points (%d already recorded) -> %s", path, total,
+             sum(p.config.hash() in done for p in points), out)
+    for i, point in enumerate(points, 1):
+        config = point.config
+        name, digest = config.run_name(), config.hash()
+        if digest in done:
+            summary.skipped.append(name)
+            log.info("[%d/%d] %s: already recorded", i, total, name)
+            continue
+        began = time.perf_counter()
+        try:
+            record = _run_point(point, out, progress, failed_training)
+        except Exception as error:  # any failure is a failed point; KeyboardInterrupt is not an Exception
+            message = f"{type(error).__name__}: {error}"
+            append_record(results, failed_record(config, message))
+            summary.failed.append(FailedPoint(name, digest, message, point.source))
+            elapsed = time.perf_counter() - began
+            log.error("[%d/%d] %s: FAILED after %.1f s: %s", i, total, name, elapsed, message.splitlines()[0])
+            if not isinstance(error, SplitbenchError):
+                log.debug("traceback of %s", name, exc_info=True)
+        else:
+            done.add(digest)
+            summary.ok.append(name)
+            elapsed = time.perf_counter() - began
+            log.info("[%d/%d] %s: done in %.1f s (%s)", i, total, name, elapsed, _headline(record))
+        point_seconds += elapsed
+
+    records = load_records([results]) if results.exists() else []
+    if any(r["status"] == "ok" for r in records):
+        options = suite.report.model_dump()
+        options["title"] = options["title"] or f"splitbench bench {Path(path).stem}"
+        summary.report = write_report(records, out, **options)
+    else:
+        log.warning("no successful point in %s: no report written", results)
+    summary.seconds = time.perf_counter() - start
+    ran = len(summary.ok) + len(summary.failed)
+    per_point = f", {point_seconds / ran:.1f} s per point run" if ran else ""
+    log.info("suite %s: %d ok, %d skipped (already recorded), %d failed of %d points in %.1f min%s; "
+             "peak memory %.0f MiB; report: %s", path, len(summary.ok), len(summary.skipped), len(summary.failed),
+             total, summary.seconds / 60, per_point, peak_memory_mib(), summary.report.get("report.md", "none"))
+    for failure in summary.failed:
+        log.error("failed: %s (%s): %s", failure.run, failure.source, failure.error.splitlines()[0])
+    return summary
+
+
+def run_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
+              progress: bool = True) -> list[FailedPoint]:
+    """Run a suite (resumable); returns the points that failed (the CLI exits 1 if any)."""
+    return execute_suite(path, out, overrides=overrides, progress=progress).failed
