@@ -8,6 +8,7 @@ distillation. Normalisation is the first op, so every pipeline is fed plain [0, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -95,18 +96,50 @@ class StagedNetwork(nn.Module):
         return {name: tuple(t.shape[1:]) for name, t in tapped.items()}
 
 
-def group_children(model: nn.Module, groups: dict[str, Sequence[str | nn.Module]]) -> dict[str, nn.Module]:
-    """Build stages from a model's top-level children by name (extra modules such as Flatten may be mixed in)."""
-    children = dict(model.named_children())
+# A stage member: a child's dotted path ("layer1", "features"), a slice of a Sequential child
+# ("features[2:4]", "blocks[5:]"), or a module class instantiated fresh per network (nn.Flatten).
+StageMember = str | type[nn.Module]
+StageLayout = dict[str, Sequence[StageMember]]
+_SLICE = re.compile(r"^(?P<path>[\w.]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+
+
+def _resolve(model: nn.Module, member: StageMember) -> nn.Module:
+    if isinstance(member, type) and issubclass(member, nn.Module):
+        return member()
+    if not isinstance(member, str):
+        raise TypeError(f"a stage member is a child path or a module class, got {member!r}")
+    match = _SLICE.match(member)
+    path = match["path"] if match else member
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        children = [name for name, _ in model.named_children()]
+        raise KeyError(f"{type(model).__name__} has no submodule {path!r} (children: {children})") from None
+    if not match:
+        return module
+    if not isinstance(module, nn.Sequential):
+        raise TypeError(f"{member!r}: only an nn.Sequential can be sliced, {path!r} is {type(module).__name__}")
+    start, stop = (int(match[k]) if match[k] else None for k in ("start", "stop"))
+    part = module[start:stop]
+    if len(part) == 0:
+        raise KeyError(f"{member!r} selects no modules ({path!r} has {len(module)})")
+    return part
+
+
+def group_children(model: nn.Module, layout: StageLayout) -> dict[str, nn.Module]:
+    """Build stages from a model's submodules as a layout names them; modules are shared, not copied.
+
+    A layout names the modules of the forward pass in order; a weight no stage holds is reported by
+    :func:`uncovered_parameters`.
+    """
     stages: dict[str, nn.Module] = {}
-    for stage, members in groups.items():
-        modules = []
-        for member in members:
-            if isinstance(member, nn.Module):
-                modules.append(member)
-            elif member in children:
-                modules.append(children[member])
-            else:
-                raise KeyError(f"{type(model).__name__} has no child {member!r} (has {list(children)})")
+    for stage, members in layout.items():
+        modules = [_resolve(model, member) for member in members]
         stages[stage] = modules[0] if len(modules) == 1 else nn.Sequential(*modules)
     return stages
+
+
+def uncovered_parameters(model: nn.Module, stages: dict[str, nn.Module]) -> list[str]:
+    """Parameter names of ``model`` that no stage holds: a layout that drops weights is a bug."""
+    held = {id(p) for stage in stages.values() for p in stage.parameters()}
+    return [name for name, p in model.named_parameters() if id(p) not in held]
