@@ -73,6 +73,7 @@ class OptimizerConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(0.0, ge=0)
+    entropy_lr_scale: float = Field(10.0, gt=0, description="learning-rate multiplier of entropy models")
 
 
 class SchedulerConfig(Strict):

@@ -42,8 +42,9 @@ class SplitPipeline(ABC):
     def server(self, payloads: list[bytes]) -> Any:
         return self.server_forward(self.decode(payloads))
 
-    def estimate_bits(self, images: torch.Tensor) -> torch.Tensor | None:
-        """The entropy model's rate estimate per sample, where one exists."""
+    def estimate_bits(self, images: torch.Tensor, features: Any = None) -> torch.Tensor | None:
+        """The entropy model's rate estimate per sample, where one exists. ``features`` is what
+        :meth:`mobile_forward` returned for ``images``, when the caller has it (saves a second pass)."""
         return None
 
     def mobile_state(self) -> dict[str, torch.Tensor]:
@@ -110,8 +111,9 @@ class LearnedPipeline(SplitPipeline):
         return self.model.server_forward(decoded)
 
     @torch.no_grad()
-    def estimate_bits(self, images: torch.Tensor) -> torch.Tensor:
-        _, likelihoods = self.model.coder(self.model.mobile_forward(images.to(self.device)))
+    def estimate_bits(self, images: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.model.mobile_forward(images.to(self.device)) if features is None else features
+        _, likelihoods = self.model.coder(y)
         return bits_per_sample(likelihoods)
 
     def mobile_state(self) -> dict[str, torch.Tensor]:

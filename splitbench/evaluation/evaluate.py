@@ -66,7 +66,7 @@ def evaluate_classification(
         seconds["entropy_decode"] += t_decode
         seconds["server_network"] += t_server
         sizes.extend(len(p) for p in payloads)
-        estimate = pipeline.estimate_bits(images)
+        estimate = pipeline.estimate_bits(images, features)
         if estimate is not None:
             estimates.extend((estimate / 8).tolist())
         labels = labels.to(logits.device)

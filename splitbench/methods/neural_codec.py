@@ -260,7 +260,7 @@ class NeuralCodecPipeline(SplitPipeline):
         return self.model(decoded)
 
     @torch.no_grad()
-    def estimate_bits(self, images: torch.Tensor) -> torch.Tensor:
+    def estimate_bits(self, images: torch.Tensor, features: Any = None) -> torch.Tensor:
         out = self.codec(pad_image(images.to(self.device), self.factor))
         return bits_per_sample(out["likelihoods"])
 

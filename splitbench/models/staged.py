@@ -1,8 +1,8 @@
 """Any classifier as an ordered list of named stages, so a split point is just a stage boundary.
 
 This is the one implementation of "split a backbone at a named point": every family declares
-which of its top-level children form each stage (data, not code), and :class:`StagedNetwork`
-runs them in order, can start or stop at any boundary, and can tap intermediate outputs for
+which submodules form each stage (a layout: data, not code; see :data:`StageMember`), and
+:class:`StagedNetwork` runs them in order, can start or stop at any boundary, and can tap intermediate outputs for
 distillation. Normalisation is the first op, so every pipeline is fed plain [0, 1] images.
 """
 
@@ -86,11 +86,16 @@ class StagedNetwork(nn.Module):
 
     @torch.no_grad()
     def stage_shapes(self, image_size: int, channels: int = 3) -> dict[str, tuple[int, ...]]:
-        """Output shape (C, H, W or C) of every stage for one image of the given size."""
+        """Output shape (C, H, W or C) of every stage for one image of the given size.
+
+        The probe lives where the weights do, so a network on the meta device reports its shapes
+        without allocating or computing anything (how heavy backbones are checked cheaply).
+        """
+        device = next(self.parameters(), torch.empty(0)).device
         was_training = self.training
         self.eval()
         try:
-            _, tapped = self(torch.zeros(1, channels, image_size, image_size), taps=self.stage_names)
+            _, tapped = self(torch.zeros(1, channels, image_size, image_size, device=device), taps=self.stage_names)
         finally:
             self.train(was_training)
         return {name: tuple(t.shape[1:]) for name, t in tapped.items()}

@@ -3,8 +3,14 @@ which of its parts train. Methods subclass it; the trainer never looks inside.""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # compressai imports torch.jit.script
+    from compressai.entropy_models import EntropyModel
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:
@@ -57,3 +63,16 @@ class TrainingModule(nn.Module):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_groups(self, lr: float, entropy_lr_scale: float) -> list[dict]:
+        """Optimizer groups: the entropy models' own parameters (density, quantiles) at ``entropy_lr_scale``×
+        the learning rate and without weight decay. Their density starts far wider than the latent it
+        has to fit (CompressAI's init_scale is 10), and at the network's learning rate a short run ends
+        before it has adapted, leaving the rate dominated by that mismatch whatever β is."""
+        entropy = {id(p) for m in self.model.modules() if isinstance(m, EntropyModel) for p in m.parameters()}
+        trainable = self.trainable_parameters()
+        groups = [{"params": [p for p in trainable if id(p) not in entropy]}]
+        coder = [p for p in trainable if id(p) in entropy]
+        if coder:
+            groups.append({"params": coder, "lr": lr * entropy_lr_scale, "weight_decay": 0.0})
+        return [g for g in groups if g["params"]]

@@ -64,7 +64,7 @@ class Position:
     global_step: int = 0
 
 
-def _optimizer(cfg: StageConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def _optimizer(cfg: StageConfig, params: list[dict]) -> torch.optim.Optimizer:
     o = cfg.optimizer
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
@@ -140,7 +140,7 @@ def fit(
     for stage_index in range(position.stage, len(stages)):
         stage = stages[stage_index]
         module.set_stage(stage.name)
-        params = module.trainable_parameters()
+        params = module.parameter_groups(stage.optimizer.lr, stage.optimizer.entropy_lr_scale)
         net: torch.nn.Module = module
         if info.enabled:
             net = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)

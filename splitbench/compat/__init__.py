@@ -1,0 +1,1 @@
+"""Interoperability with other split-computing tools (reading their checkpoints; no runtime dependency)."""
