@@ -15,6 +15,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules that code many tiny per-sample tensors: on a shared, loaded CPU two threads only wait
+    on each other. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_raw(method: str = "classifier", **sections) -> dict:
     """A config small enough to train in seconds on 2 CPU cores (32 px shapes, narrow ResNet-10)."""
     raw = {

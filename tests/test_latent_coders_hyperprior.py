@@ -16,14 +16,7 @@ from splitbench.compression.latent_coders import (
 )
 from splitbench.training.checkpoint import load_weights, save_weights
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Coding runs many tiny per-sample convs; on a shared, loaded CPU two threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def latent(*shape: int) -> torch.Tensor:

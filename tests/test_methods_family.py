@@ -23,13 +23,7 @@ from splitbench.pipeline import LearnedPipeline
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Coding runs many tiny per-sample convs; on a shared, loaded CPU two threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 ADAM = {"optimizer": {"name": "adam", "lr": 1e-3}}
 ES_STAGES = [{"name": "bottleneck", "epochs": 1, **ADAM}, {"name": "tail", "epochs": 1, "optimizer": {"name": "sgd"}}]
 
