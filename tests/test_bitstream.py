@@ -39,12 +39,20 @@ def test_every_single_byte_corruption_is_rejected():
 
 def test_random_garbage_never_passes_or_crashes():
     rng = random.Random(1)
+    parsed = 0
     for _ in range(2000):
         blob = rng.randbytes(rng.randrange(0, 64))
         try:
             unpack(blob)
+            parsed += 1
         except BitstreamError:
-            continue
+            pass  # any other exception fails the test
+    assert parsed == 0
+    # Also blobs with a valid magic/version byte, so the checks past the first byte are exercised.
+    for _ in range(2000):
+        blob = bytes([0xB1]) + rng.randbytes(rng.randrange(0, 64))
+        with pytest.raises(BitstreamError):
+            unpack(blob)
 
 
 def test_limits_and_expectations():
