@@ -61,6 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from splitbench.bench.records import DEFAULT_METRIC, metric_label
     from splitbench.config import load_configs
     from splitbench.experiment import evaluate_experiment
 
@@ -69,9 +70,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SplitbenchError("--checkpoint names one model, but the config sweeps several points")
     for config in configs:
         record = evaluate_experiment(config, args.out, checkpoint=args.checkpoint, progress=not args.no_progress)
-        m, d = record["metrics"], record["data_size"]
-        log.info("%s: top-1 %.2f%%  %.0f B/sample  encoder %.3f MiB", record["run"], 100 * m["top1"],
-                 d["bytes_mean"], record["encoder"]["size_bits"] / 8 / 2**20)
+        metric = DEFAULT_METRIC[record["task"]]
+        log.info("%s: %s %.2f%%  %.0f B/sample  encoder %.3f MiB", record["run"], metric_label(metric),
+                 100 * record["metrics"][metric], record["data_size"]["bytes_mean"],
+                 record["encoder"]["size_bits"] / 8 / 2**20)
     log.info("records appended to %s", args.out / "results.jsonl")
     return 0
 

@@ -59,6 +59,9 @@ class BackboneConfig(Strict):
     num_classes: int | None = Field(None, ge=1, description="default: the dataset's")
     pretrained: bool = False
     weights: str | None = None
+    init_run: str | None = Field(
+        None, description="a classifier run in the same --out whose backbone weights start this model "
+                          "(a detector or segmenter initialised from the trained classifier)")
 
 
 class TeacherConfig(Strict):
@@ -110,11 +113,12 @@ class EvalConfig(Strict):
 class ExperimentConfig(Strict):
     name: str | None = None
     method: str
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "detection", "segmentation"] = "classification"
     data: DataConfig = DataConfig()
     backbone: BackboneConfig
     teacher: TeacherConfig = TeacherConfig()
     method_args: dict[str, Any] = {}
+    head: dict[str, Any] | None = Field(None, description="the task head's settings (detection, segmentation)")
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -125,6 +129,21 @@ class ExperimentConfig(Strict):
 
         METHODS.get(value)  # raises with the known names
         return value
+
+    def head_args(self) -> BaseModel | None:
+        """``head`` validated by the task's head schema (None for classification, whose head is the backbone's)."""
+        from splitbench.models.task_model import HEAD_SCHEMAS
+
+        if self.task not in HEAD_SCHEMAS:
+            if self.head:
+                raise ConfigError(f"head: task {self.task!r} has no head settings (they belong to "
+                                  f"{', '.join(HEAD_SCHEMAS)})")
+            return None
+        schema = HEAD_SCHEMAS[self.task]
+        try:
+            return schema.model_validate(self.head or {})
+        except ValidationError as error:
+            raise ConfigError(_format_errors(error, schema, prefix="head")) from None
 
     def args(self) -> BaseModel:
         """``method_args`` validated by the method's own schema."""
@@ -143,12 +162,22 @@ class ExperimentConfig(Strict):
 
         method = get_method(self.method)
         parts = [self.method, method.variant(self.args()), self.backbone.name]
+        if self.task != "classification":
+            parts.append(self.task)
         parts += [f"{k}{v}" for k, v in method.rate_param(self.args()).items()]
         return "-".join(str(p) for p in parts if p)
 
     def hash(self) -> str:
-        """Identity of the experiment (excludes nothing: any change is a different point)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Identity of the experiment (excludes nothing: any change is a different point).
+
+        Fields added after the first release are left out while unset, so the records written
+        before them keep their identity (and a resumed sweep does not redo them)."""
+        data = self.model_dump(mode="json")
+        if data["head"] is None:
+            del data["head"]
+        if data["backbone"]["init_run"] is None:
+            del data["backbone"]["init_run"]
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -306,6 +335,8 @@ def validate(raw: dict, source: str = "config") -> ExperimentConfig:
     # Store the validated arguments (defaults filled, types coerced), so a point's hash does not
     # depend on how a value was written.
     config.method_args = config.args().model_dump(mode="json")
+    head = config.head_args()
+    config.head = None if head is None else head.model_dump(mode="json")
     return config
 
 

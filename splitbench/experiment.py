@@ -15,14 +15,15 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from splitbench.config import ExperimentConfig
-from splitbench.data import get_dataset, num_classes
-from splitbench.errors import CheckpointError, SplitbenchError
-from splitbench.evaluation import append_record, evaluate_classification, versions
+from splitbench.config import ExperimentConfig, validate
+from splitbench.data import collate_detection, get_dataset, num_classes
+from splitbench.errors import CheckpointError, ConfigError, SplitbenchError
+from splitbench.evaluation import append_record, evaluate, task_metric, versions
 from splitbench.evaluation.records import now_utc
 from splitbench.methods import BuildContext, get_method
 from splitbench.models.backbones import get_backbone
 from splitbench.models.staged import StagedNetwork
+from splitbench.models.task_model import TaskModel, feature_trunk
 from splitbench.training.checkpoint import atomic_write, load_weights, save_weights
 from splitbench.training.distributed import barrier, cleanup, init_distributed, resolve_device
 from splitbench.training.trainer import TrainOptions, fit
@@ -36,8 +37,20 @@ def run_dir(config: ExperimentConfig, out: Path) -> Path:
 
 
 def _context(config: ExperimentConfig, device: torch.device) -> BuildContext:
-    classes = config.backbone.num_classes or num_classes(config.data.dataset, config.data.root)
+    classes = config.backbone.num_classes or num_classes(config.data.dataset, config.data.root, config.task)
     return BuildContext(config, classes, device)
+
+
+def _check_task(config: ExperimentConfig) -> None:
+    tasks = get_method(config.method).tasks
+    if config.task not in tasks:
+        raise ConfigError(f"method {config.method!r} does not implement task {config.task!r}; it does: "
+                          f"{', '.join(tasks)}")
+
+
+def _collate(config: ExperimentConfig):
+    """Detection targets (and images of several sizes) cannot be stacked into one tensor."""
+    return None if config.task == "classification" else collate_detection
 
 
 def teacher_run(config: ExperimentConfig) -> str | None:
@@ -49,15 +62,20 @@ def teacher_run(config: ExperimentConfig) -> str | None:
     t, b = config.teacher, config.backbone
     if t.checkpoint:
         return None
-    if t.run or not (b.pretrained or b.weights):
-        return t.run or f"classifier-{b.name}"
+    if t.run or not (b.pretrained or b.weights) or config.task != "classification":
+        task = [] if config.task == "classification" else [config.task]
+        return t.run or "-".join(["classifier", b.name, *task])
     return None
 
 
 def load_teacher(config: ExperimentConfig, out: Path, ctx: BuildContext) -> StagedNetwork:
-    """The trained classifier this config points at (``teacher.run`` in ``out``, or a file), frozen."""
+    """The trained unsplit model this config points at (``teacher.run`` in ``out``, or a file), frozen: the
+    classifier, or for detection/segmentation the detector/segmenter of the same backbone and head."""
     b = config.backbone
-    teacher = get_backbone(b.name, ctx.num_classes, pretrained=b.pretrained, weights=b.weights)
+    if config.task == "classification":
+        teacher = get_backbone(b.name, ctx.num_classes, pretrained=b.pretrained, weights=b.weights)
+    else:
+        teacher = get_method("classifier").build_model(ctx, None, None)
     run = teacher_run(config)
     if config.teacher.checkpoint:
         path = Path(config.teacher.checkpoint)
@@ -66,10 +84,34 @@ def load_teacher(config: ExperimentConfig, out: Path, ctx: BuildContext) -> Stag
     else:
         return teacher.eval()  # pretrained or user weights are the teacher
     if not path.is_file():
+        example = "shapes/teacher.yaml" if config.task == "classification" else f"shapes/{config.task}/teacher.yaml"
         raise CheckpointError(f"teacher weights not found: {path}; train the teacher first (e.g. splitbench "
-                              f"train shapes/teacher.yaml --out {out}), or set teacher.checkpoint")
+                              f"train {example} --out {out}), or set teacher.checkpoint")
     load_weights(teacher, path)
     return teacher.eval()
+
+
+def init_from_run(model: torch.nn.Module, config: ExperimentConfig, out: Path) -> None:
+    """Start a detector's/segmenter's trunk from the backbone of a trained classifier run (``backbone.init_run``),
+    as torchvision starts its detectors from ImageNet weights; strict on every trunk weight."""
+    run = config.backbone.init_run
+    if not run:
+        return
+    if not isinstance(model, TaskModel) or model.is_split:
+        raise ConfigError("backbone.init_run starts a detector or segmenter (method classifier with task detection "
+                          "or segmentation) from a classifier run; it does not apply here")
+    path = out / run / WEIGHTS
+    if not (path.is_file() and (out / run / "config.yaml").is_file()):
+        raise CheckpointError(f"backbone.init_run: no trained run at {out / run}; train it first (e.g. splitbench "
+                              f"train shapes/teacher.yaml --out {out})")
+    source = validate(yaml.safe_load((out / run / "config.yaml").read_text()), str(out / run / "config.yaml"))
+    if source.backbone.name != config.backbone.name or source.task != "classification":
+        raise ConfigError(f"backbone.init_run: {run} is a {source.task} run of {source.backbone.name}; "
+                          f"expected a classification run of {config.backbone.name}")
+    classifier = get_backbone(source.backbone.name, _context(source, torch.device("cpu")).num_classes)
+    load_weights(classifier, path)
+    model.trunk.load_state_dict(feature_trunk(classifier).state_dict())
+    log.info("initialised the %s trunk from %s", config.backbone.name, path)
 
 
 def _dataset(config: ExperimentConfig, split: str, num_samples: int | None, train: bool):
@@ -88,6 +130,7 @@ def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = Fals
     if [s.name for s in stages] != list(method.stages):
         raise SplitbenchError(f"train.stages of method {config.method!r} must be named {list(method.stages)} in "
                               f"that order, got {[s.name for s in stages]}")
+    _check_task(config)
     directory = run_dir(config, out)
     weights = directory / WEIGHTS
     if weights.exists():
@@ -108,6 +151,7 @@ def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = Fals
         dataset = _dataset(config, "train", config.data.train_samples, train=True)
         torch.manual_seed(config.train.seed)
         model = method.build_model(ctx, args, teacher)
+        init_from_run(model, config, out)
         module = method.training_module(ctx, args, model, teacher)
         if info.is_main:
             directory.mkdir(parents=True, exist_ok=True)
@@ -120,7 +164,7 @@ def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = Fals
             batch_size=config.data.batch_size, workers=config.data.workers, seed=config.train.seed,
             amp=config.train.amp, checkpoint_every=config.train.checkpoint_every,
             max_steps_per_epoch=config.train.max_steps_per_epoch, log_every=config.train.log_every,
-            progress=progress, stop_after_steps=stop_after_steps)
+            progress=progress, stop_after_steps=stop_after_steps, collate_fn=_collate(config))
         fit(module, stages, dataset, directory, options, device, info, resume=resume)
         rank_dir = os.environ.get("SPLITBENCH_RANK_WEIGHTS_DIR")  # lets tests compare DDP replicas
         if rank_dir:
@@ -135,6 +179,7 @@ def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = Fals
 
 
 def build_pipeline(config: ExperimentConfig, out: Path, device: torch.device, checkpoint: Path | None = None):
+    _check_task(config)
     method = get_method(config.method)
     ctx = _context(config, device)
     args = config.args()
@@ -159,10 +204,12 @@ def evaluate_experiment(config: ExperimentConfig, out: Path, *, checkpoint: Path
     pipeline = build_pipeline(config, out, device, checkpoint)
     e = config.eval
     dataset = _dataset(config, e.split, e.num_samples or config.data.val_samples, train=False)
-    loader = DataLoader(dataset, batch_size=e.batch_size, shuffle=False, num_workers=config.data.workers)
+    loader = DataLoader(dataset, batch_size=e.batch_size, shuffle=False, num_workers=config.data.workers,
+                        collate_fn=_collate(config))
+    metric = task_metric(config.task, _context(config, device).num_classes)
     try:
-        result = evaluate_classification(pipeline, loader, total=len(dataset), progress=progress,
-                                         description=config.run_name())
+        result = evaluate(pipeline, loader, metric, total=len(dataset), progress=progress,
+                          description=config.run_name())
     finally:
         pipeline.close()
     method = get_method(config.method)

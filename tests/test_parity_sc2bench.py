@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import struct
 import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from splitbench.compat.sc2bench import (
     PREFIXES,
@@ -23,7 +25,8 @@ from splitbench.compat.sc2bench import (
     read_checkpoint,
     tail_prefixes,
 )
-from splitbench.compression.bitstream import unpack
+from splitbench.compression.bitstream import header_size, unpack
+from splitbench.compression.latent_coders import Quantize8Bit
 from splitbench.errors import CheckpointError
 from splitbench.models.bottleneck_classifier import BottleneckClassifier
 from splitbench.pipeline import LearnedPipeline
@@ -133,5 +136,142 @@ def test_unexpected_and_missing_keys_are_errors():
         convert_state_dict(missing, model, "resnet18")
     with pytest.raises(CheckpointError, match=r"fc.weight: shape \(5, 512\)"):
         convert_state_dict({**state, "fc.weight": torch.zeros(5, 512)}, model, "resnet18")
-    with pytest.raises(CheckpointError, match="no splitbench counterpart"):
+    with pytest.raises(CheckpointError, match="not an sc2bench ResNet bottleneck checkpoint"):
         load_sc2bench({k: v for k, v in state.items() if "encoder" not in k}, image_size=SIZE)
+
+
+# ---- CR+BQ: sc2bench's larger_resnet_bottleneck stack with torchdistill's 8-bit quantizer
+
+CRBQ_CHANNELS = 12
+
+
+def _randomize_batchnorm(model: nn.Module) -> None:
+    """Random affine parameters and running statistics in every BatchNorm (eval mode uses the statistics)."""
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(0.5 + torch.rand(n, generator=g))
+                m.bias.copy_(0.2 * torch.randn(n, generator=g))
+                m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+
+
+def _crbq_reference(split_after: str):
+    """sc2bench's CR+BQ ResNet-50 (the smallest ResNet its stack fits) with 8-bit quantization, random weights.
+
+    ``layer2``: sc2bench 0.1.1's ``larger_resnet_bottleneck`` in place of conv1..layer2 (tail layer3-4,
+    as its ``short_module_names`` for this layer). ``layer1``: the layout of sc2bench's published ImageNet
+    CR+BQ checkpoints, which 0.1.1 no longer builds by name; it is the ResNet stem followed by 0.1.1's
+    ``larger_resnet_layer1_bottleneck``, module for module, so the test composes it from those.
+    """
+    pytest.importorskip("sc2bench")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sc2bench.models.backbone import SplittableResNet, splittable_resnet
+        from sc2bench.models.layer import SimpleBottleneck, larger_resnet_layer1_bottleneck
+        from sc2bench.transforms.misc import SimpleDequantizer, SimpleQuantizer
+        from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    quantizer, dequantizer = SimpleQuantizer(num_bits=8), SimpleDequantizer(num_bits=8)
+    if split_after == "layer2":
+        ref = splittable_resnet(
+            {"key": "larger_resnet_bottleneck",
+             "kwargs": {"bottleneck_channel": CRBQ_CHANNELS, "compressor_transform": quantizer,
+                        "decompressor_transform": dequantizer}},
+            resnet_name="resnet50", num_classes=10, skips_avgpool=False, skips_fc=False,
+            short_module_names=["layer3", "layer4"])
+    else:
+        resnet = resnet50(num_classes=10)
+        inner = larger_resnet_layer1_bottleneck(CRBQ_CHANNELS)
+        stem = [resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool]
+        bottleneck = SimpleBottleneck(nn.Sequential(*stem, *inner.encoder), inner.decoder, quantizer, dequantizer)
+        ref = SplittableResNet(bottleneck, resnet, skips_avgpool=False, skips_fc=False)
+    _randomize_batchnorm(ref)
+    return ref.eval()
+
+
+@pytest.mark.parametrize(("split_after", "encoder_params", "latent_side"),
+                         [("layer2", 12_736, 9), ("layer1", 160_832, 20)])
+def test_crbq_same_predictions_and_payload_as_sc2bench(split_after, encoder_params, latent_side):
+    from torchdistill.common.file_util import get_binary_object_size
+
+    ref = _crbq_reference(split_after)
+    model = load_sc2bench(ref.state_dict(), image_size=SIZE)
+    assert (model.split_after, model.coder.channels, model.coder.integer_zero_point) == (
+        split_after, CRBQ_CHANNELS, True)
+    pipeline = LearnedPipeline(model)
+    x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    # sc2bench quantizes with one min/max per forward call and evaluates at batch size 1; so does this
+    # comparison (per-sample on both sides, so the float sums run in the same order)
+    payloads = [pipeline.mobile(x[i : i + 1])[0] for i in range(3)]
+    with torch.no_grad():
+        normalized = model.normalize(x)
+        expected = torch.cat([ref(normalized[i : i + 1]) for i in range(3)])
+        sent = [ref.bottleneck_layer.encode(normalized[i : i + 1])["z"] for i in range(3)]
+    got = torch.cat([pipeline.server([p]) for p in payloads])
+    assert (got - expected).abs().max().item() < 1e-5
+    # decoding the three bitstreams as one batch changes only the float summation order
+    batched = pipeline.server(payloads)
+    assert (batched - expected).abs().max().item() < 1e-5 * max(1.0, expected.abs().max().item())
+
+    # what sc2bench's QuantizedTensor carries, byte for byte: float32 scale, the zero point (an int
+    # in [0, 255], one byte), the uint8 values; our bitstream is that plus the container header
+    for payload, quantized in zip(payloads, sent, strict=True):
+        values = quantized.tensor
+        assert values.shape == (1, CRBQ_CHANNELS, latent_side, latent_side)
+        carried = struct.pack("<fB", float(quantized.scale), quantized.zero_point) + values.numpy().tobytes()
+        assert unpack(payload).segments == (carried,)
+        assert len(payload) == header_size(payload) + len(carried) == 6 + 5 + values.numel()
+        # sc2bench's FileSizeAnalyzer counts the pickle of {'z': QuantizedTensor}: hundreds of bytes more
+        assert len(payload) < get_binary_object_size({"z": quantized}, unit_size=1)
+    assert len({p[header_size(p):][:5] for p in payloads}) == 3  # per-sample scale and zero point
+    assert pipeline.mobile_params() == sum(p.numel() for p in ref.bottleneck_layer.encoder.parameters()) \
+        == encoder_params
+
+
+def test_integer_zero_point_quantizer_is_torchdistills():
+    """Quantize8Bit(integer_zero_point=True) against torchdistill's quantize/dequantize_tensor, which
+    sc2bench's SimpleQuantizer/SimpleDequantizer(num_bits=8) call: signed, all-positive (zero point
+    clamps to 0) and all-negative (clamps to 255, values below clip) tensors."""
+    pytest.importorskip("sc2bench")
+    from torchdistill.common.tensor_util import dequantize_tensor, quantize_tensor
+
+    coder = Quantize8Bit(4, integer_zero_point=True).eval()
+    g = torch.Generator().manual_seed(3)
+    for y in (torch.randn(1, 4, 5, 7, generator=g) * 3, torch.rand(1, 4, 5, 7, generator=g) + 2,
+              -torch.rand(1, 4, 5, 7, generator=g) - 2):
+        ref = quantize_tensor(y, num_bits=8)
+        carried = struct.pack("<fB", float(ref.scale), ref.zero_point) + ref.tensor.numpy().tobytes()
+        payload = coder.compress(y)[0]
+        assert unpack(payload).segments == (carried,)
+        assert torch.equal(coder.decompress([payload]), dequantize_tensor(ref))
+        assert torch.equal(coder.quantize(y), dequantize_tensor(ref))
+
+
+@pytest.mark.parametrize(("split_after", "latent_side"), [("layer1", 20), ("layer2", 9)])
+def test_crbq_checkpoint_mapping_is_strict(split_after, latent_side):
+    """Without sc2bench: a CR+BQ state dict in sc2bench's key names (ResNet-18, whose split point widths
+    splitbench's layout follows) loads strictly, its layout read off the weights."""
+    arch = Sc2benchArchitecture("crbq", "resnet18", 10, 3, (), (), split_after=split_after)
+    model = build_model(arch, SIZE)
+    inverse = {"bottleneck.encoder.": "bottleneck_layer.encoder.", "bottleneck.decoder.": "bottleneck_layer.decoder.",
+               **{v: k for k, v in tail_prefixes("resnet18", split_after).items()}}
+    state = {}
+    for key, value in model.state_dict().items():
+        prefix = next(p for p in inverse if key.startswith(p))
+        state[inverse[prefix] + key[len(prefix) :]] = value
+    assert infer_architecture(state) == arch
+    assert ("layer2.0.conv1.weight" in state) == (split_after == "layer1")
+    loaded = load_sc2bench(state, image_size=SIZE)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert loaded.bottleneck.encoder(torch.zeros(1, 3, SIZE, SIZE)).shape[-1] == latent_side
+    with pytest.raises(CheckpointError, match="outside the mapping.*bottleneck_layer.compressor.x"):
+        convert_state_dict({**state, "bottleneck_layer.compressor.x": torch.zeros(1)}, model, "resnet18")
+    missing = {k: v for k, v in state.items() if k != "bottleneck_layer.decoder.0.running_var"}
+    with pytest.raises(CheckpointError, match="not in the checkpoint.*bottleneck.decoder.0.running_var"):
+        convert_state_dict(missing, model, "resnet18")
+    with pytest.raises(CheckpointError, match="with [36] encoder convolutions"):  # another bottleneck_idx
+        infer_architecture({**state, "bottleneck_layer.encoder.20.weight": torch.zeros(3, 3, 2, 2)})

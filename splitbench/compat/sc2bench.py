@@ -4,7 +4,13 @@ sc2bench's ``splittable_resnet``/``splittable_resnest`` replace a ResNet's stem 
 bottleneck layer; splitbench's :class:`BottleneckClassifier` split after ``layer1`` is the same
 network. Supported bottlenecks: ``FPBasedResNetBottleneck`` (factorized prior),
 ``SHPBasedResNetBottleneck`` and ``MSHPBasedResNetBottleneck`` (scale / mean-scale hyperprior),
-all with GDN1, which splitbench builds as ``simplified_gdn=True``.
+all with GDN1, which splitbench builds as ``simplified_gdn=True``; and CR+BQ's
+``larger_resnet_bottleneck`` (a conv/BatchNorm/ReLU stack, 8-bit quantized), which splitbench
+builds as ``cr_bq`` with ``architecture: larger_resnet`` and ``integer_zero_point: true``. CR+BQ
+comes in the two layouts of :mod:`splitbench.compression.crbq_bottleneck`, told apart by the
+number of encoder convolutions: 5 (sc2bench's published ImageNet CR+BQ checkpoints, in place of
+conv1..layer1, tail layer2-4) or 2 (sc2bench 0.1.1's ``larger_resnet_bottleneck``, in place of
+conv1..layer2, tail layer3-4 as its ``short_module_names=['layer3', 'layer4', ...]``).
 
 Key mapping (sc2bench → splitbench); :data:`PREFIXES` is the whole of it:
 
@@ -18,14 +24,20 @@ Key mapping (sc2bench → splitbench); :data:`PREFIXES` is the whole of it:
                                             stage layout (torchvision: ``tail.stages.head.2.*`` for fc)
 =======================================  ===========================================
 
+CR+BQ uses the first two rows and the tail rows only (its Sequential indices are kept as they
+are); its quantizer has no state, and its per-sample scale and zero point travel in each bitstream.
+
 A key outside the mapping, or a splitbench key the checkpoint does not fill, is an error; the only
 named exception is :data:`MAY_BE_ABSENT` (FrozenBatchNorm2d checkpoints have no BN step counters).
 Coder tables travel with the checkpoint, so the bitstreams are byte-identical to sc2bench's; a
 checkpoint saved before ``update()`` gets its tables built the way sc2bench builds them
 (CompressAI's ``update`` on the trained quantiles, not splitbench's exact quantile fit).
 
-CR+BQ checkpoints (``larger_resnet_bottleneck``, a BatchNorm/ReLU conv stack with 8-bit
-quantization) have no splitbench counterpart network yet and are rejected with that message.
+Data size of CR+BQ: sc2bench's compressed object is torchdistill's ``QuantizedTensor`` (C·H·W
+uint8 values, a float32 scale, an integer zero point in [0, 255]); splitbench's bitstream carries
+exactly that (the zero point as one byte: C·H·W + 5 bytes) plus the container header (6 bytes for a
+latent under 128×128). sc2bench's ``FileSizeAnalyzer`` reports the pickle of that object instead,
+which adds several hundred bytes of serialisation overhead per sample.
 """
 
 from __future__ import annotations
@@ -40,8 +52,15 @@ from typing import Literal
 
 import torch
 
-from splitbench.compression.latent_coders import FactorizedPrior, LatentCoder, MeanScaleHyperprior, ScaleHyperprior
+from splitbench.compression.latent_coders import (
+    FactorizedPrior,
+    LatentCoder,
+    MeanScaleHyperprior,
+    Quantize8Bit,
+    ScaleHyperprior,
+)
 from splitbench.errors import CheckpointError
+from splitbench.methods.cr_bq import build_larger_resnet_student
 from splitbench.models.backbones import LAYOUTS, get_backbone
 from splitbench.models.bottleneck_classifier import BottleneckClassifier, build_bottleneck_classifier
 
@@ -59,6 +78,8 @@ PREFIXES: dict[str, str] = {
 TAIL_CHILDREN = ("layer2", "layer3", "layer4", "fc")  # SplittableResNet's children after the bottleneck
 MAY_BE_ABSENT = ("num_batches_tracked",)  # splitbench keys a FrozenBatchNorm2d checkpoint lacks (kept at 0)
 SPLIT_AFTER = "layer1"
+# CR+BQ: convolutions in the encoder -> the split point its layout replaces the network up to.
+CRBQ_SPLIT_BY_ENCODER_CONVS = {5: "layer1", 2: "layer2"}
 
 # (block type, blocks in layer2-4) -> torchvision ResNet; layer1 is inside the bottleneck, so it cannot tell.
 RESNET_BY_BLOCKS: dict[tuple[str, tuple[int, int, int]], str] = {
@@ -69,7 +90,7 @@ RESNET_BY_BLOCKS: dict[tuple[str, tuple[int, int, int]], str] = {
     ("bottleneck", (8, 36, 3)): "resnet152",
 }
 
-Variant = Literal["fp", "shp", "mshp"]
+Variant = Literal["fp", "shp", "mshp", "crbq"]
 
 
 @dataclass(frozen=True)
@@ -83,8 +104,11 @@ class Sc2benchArchitecture:
     encoder_channels: tuple[int, ...]
     decoder_channels: tuple[int, ...]
     hyper_channels: int | None = None
+    split_after: str = SPLIT_AFTER
 
     def coder(self) -> LatentCoder:
+        if self.variant == "crbq":
+            return Quantize8Bit(self.latent_channels, integer_zero_point=True)
         if self.variant == "fp":
             return FactorizedPrior(self.latent_channels)
         cls = MeanScaleHyperprior if self.variant == "mshp" else ScaleHyperprior
@@ -126,15 +150,42 @@ def _conv_widths(state: Mapping[str, torch.Tensor], prefix: str) -> list[tuple[i
     return [shape for _, shape in sorted(convs)]
 
 
-def _infer_backbone(state: Mapping[str, torch.Tensor]) -> str:
-    if any(k.startswith("layer2.0.conv2.fc1.") for k in state):
+def _infer_backbone(state: Mapping[str, torch.Tensor], split_after: str = SPLIT_AFTER) -> str:
+    """The torchvision ResNet whose block counts after the split point match the checkpoint's."""
+    layers = [c for c in _tail_children(split_after) if c != "fc"]
+    if any(k.startswith(f"{layers[0]}.0.conv2.fc1.") for k in state):
         raise CheckpointError("a ResNeSt checkpoint: pass backbone= (e.g. 'resnest50d'); depth cannot be inferred")
-    blocks = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{n}.")}) for n in (2, 3, 4))
-    kind = "bottleneck" if "layer2.0.conv3.weight" in state else "basic"
-    try:
-        return RESNET_BY_BLOCKS[(kind, blocks)]  # type: ignore[index]
-    except KeyError:
-        raise CheckpointError(f"no torchvision ResNet has {kind} blocks {blocks} in layer2-4; pass backbone=") from None
+    blocks = tuple(len({k.split(".")[1] for k in state if k.startswith(f"{layer}.")}) for layer in layers)
+    kind = "bottleneck" if f"{layers[0]}.0.conv3.weight" in state else "basic"
+    names = [name for (k, counts), name in RESNET_BY_BLOCKS.items() if k == kind and counts[-len(layers):] == blocks]
+    if len(names) != 1:
+        raise CheckpointError(f"no single torchvision ResNet has {kind} blocks {blocks} in "
+                              f"{layers[0]}-{layers[-1]}; pass backbone=")
+    return names[0]
+
+
+def _tail_children(split_after: str) -> tuple[str, ...]:
+    """SplittableResNet's children after a bottleneck that replaces the network up to ``split_after``."""
+    return TAIL_CHILDREN[TAIL_CHILDREN.index("layer2") + ("layer1", "layer2").index(split_after):]
+
+
+def _infer_crbq(state: Mapping[str, torch.Tensor], backbone: str | None) -> Sc2benchArchitecture:
+    enc = _conv_widths(state, "bottleneck_layer.encoder.")
+    split_after = CRBQ_SPLIT_BY_ENCODER_CONVS.get(len(enc))
+    if split_after is None or "fc.weight" not in state:
+        raise CheckpointError(
+            f"a CR+BQ (larger_resnet_bottleneck) checkpoint with {len(enc)} encoder convolutions: sc2bench's "
+            f"layouts have {sorted(CRBQ_SPLIT_BY_ENCODER_CONVS)} (another bottleneck_idx?) and fc weights"
+        )
+    return Sc2benchArchitecture(
+        variant="crbq",
+        backbone=backbone or _infer_backbone(state, split_after),
+        num_classes=state["fc.weight"].shape[0],
+        latent_channels=enc[-1][0],
+        encoder_channels=(),
+        decoder_channels=(),
+        split_after=split_after,
+    )
 
 
 def infer_architecture(state: Mapping[str, torch.Tensor], backbone: str | None = None) -> Sc2benchArchitecture:
@@ -145,10 +196,12 @@ def infer_architecture(state: Mapping[str, torch.Tensor], backbone: str | None =
     elif "bottleneck_layer.g_a.0.weight" in state:
         encoder, decoder = "g_a", "g_s"
         variant = "shp"
+    elif "bottleneck_layer.encoder.0.weight" in state and "bottleneck_layer.decoder.0.running_mean" in state:
+        return _infer_crbq(state, backbone)  # BatchNorm right after the split: the CR+BQ stack
     else:
         raise CheckpointError(
-            "not an sc2bench FP/SHP/MSHP ResNet bottleneck checkpoint (CR+BQ's larger_resnet_bottleneck "
-            "has no splitbench counterpart network)"
+            "not an sc2bench ResNet bottleneck checkpoint (FP/SHP/MSHP, or CR+BQ's larger_resnet_bottleneck): "
+            "no bottleneck_layer encoder (g_a) weights with an entropy bottleneck or a BatchNorm after them"
         )
     enc = _conv_widths(state, f"bottleneck_layer.{encoder}.")
     dec = _conv_widths(state, f"bottleneck_layer.{decoder}.")
@@ -174,23 +227,26 @@ def infer_architecture(state: Mapping[str, torch.Tensor], backbone: str | None =
 def build_model(arch: Sc2benchArchitecture, image_size: int = 224) -> BottleneckClassifier:
     """The splitbench network an sc2bench checkpoint of ``arch`` loads into (random weights until it does)."""
     backbone = get_backbone(arch.backbone, arch.num_classes)
+    if arch.variant == "crbq":
+        return build_larger_resnet_student(backbone, arch.split_after, image_size, arch.coder())
     return build_bottleneck_classifier(
         backbone, SPLIT_AFTER, image_size, arch.coder(), encoder_channels=arch.encoder_channels,
         decoder_channels=arch.decoder_channels, simplified_gdn=True,
     )
 
 
-def tail_prefixes(backbone: str) -> dict[str, str]:
+def tail_prefixes(backbone: str, split_after: str = SPLIT_AFTER) -> dict[str, str]:
     """sc2bench tail child -> splitbench prefix, read off the backbone's stage layout."""
     if backbone not in LAYOUTS:
         raise CheckpointError(f"sc2bench checkpoints map onto registered ResNet layouts; {backbone!r} has none")
+    children = _tail_children(split_after)
     prefixes = {}
     for stage, members in LAYOUTS[backbone][1].items():
         for i, member in enumerate(members):
-            if member in TAIL_CHILDREN:
+            if member in children:
                 prefixes[f"{member}."] = f"tail.stages.{stage}." + (f"{i}." if len(members) > 1 else "")
-    if len(prefixes) != len(TAIL_CHILDREN):
-        raise CheckpointError(f"{backbone}'s stage layout lacks some of {TAIL_CHILDREN}")
+    if len(prefixes) != len(children):
+        raise CheckpointError(f"{backbone}'s stage layout lacks some of {children}")
     return prefixes
 
 
@@ -198,7 +254,7 @@ def convert_state_dict(
     state: Mapping[str, torch.Tensor], model: BottleneckClassifier, backbone: str
 ) -> dict[str, torch.Tensor]:
     """Rename sc2bench keys to ``model``'s; any key either side cannot account for is an error."""
-    prefixes = {**PREFIXES, **tail_prefixes(backbone)}
+    prefixes = {**PREFIXES, **tail_prefixes(backbone, model.split_after)}
     target = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     unmapped, unknown = [], []

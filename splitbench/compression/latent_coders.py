@@ -374,16 +374,26 @@ class Quantize8Bit(LatentCoder):
     Training passes y through unchanged (the bottleneck is distilled in float); eval mode and
     :meth:`quantize` give what the decoder returns. The likelihoods are the code's own: 1/256
     per value, so the "estimate" is the payload without parameters and header.
+
+    ``integer_zero_point=True`` is sc2bench's quantizer (torchdistill's ``quantize_tensor``,
+    Jacob et al.'s scheme) to the bit: the zero point is −min/scale clamped to [0, 255] and then
+    truncated to an integer, values are round(clamp(zero point + y/scale, 0, 255)), and they
+    decode as scale·(q − zero point). The zero point then travels as one byte (float32 scale +
+    uint8 zero point: 5 bytes). sc2bench takes min/max over the whole batch it is given; here
+    they are per sample, which is the same at its evaluation batch size of 1.
     """
 
     LEVELS = 255
     _PARAMS = struct.Struct("<ff")
+    _INT_PARAMS = struct.Struct("<fB")
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, integer_zero_point: bool = False) -> None:
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         self.channels = channels
+        self.integer_zero_point = integer_zero_point
+        self._params_format = self._INT_PARAMS if integer_zero_point else self._PARAMS
 
     def _params(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample (scale, zero point), float32, shaped to broadcast over y."""
@@ -391,7 +401,10 @@ class Quantize8Bit(LatentCoder):
         scale = (hi - lo) / self.LEVELS
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant tensor codes as all zeros
         view = (-1,) + (1,) * (y.dim() - 1)
-        return scale.view(view), (-lo / scale).view(view)
+        zero_point = -lo / scale
+        if self.integer_zero_point:  # clamp, then truncate (= floor on [0, 255]), as sc2bench's int()
+            zero_point = zero_point.clamp(0, self.LEVELS).floor()
+        return scale.view(view), zero_point.view(view)
 
     def _symbols(self, y: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
         return torch.round(y.float() / scale + zero_point).clamp_(0, self.LEVELS)
@@ -413,24 +426,28 @@ class Quantize8Bit(LatentCoder):
         scale, zero_point = self._params(y)
         q = self._symbols(y, scale, zero_point).to(torch.uint8).cpu().numpy()
         scale, zero_point = scale.flatten().tolist(), zero_point.flatten().tolist()
-        return [pack(y.shape[-2:], [self._PARAMS.pack(scale[i], zero_point[i]) + q[i].tobytes()])
+        if self.integer_zero_point:
+            zero_point = [int(z) for z in zero_point]
+        params = self._params_format
+        return [pack(y.shape[-2:], [params.pack(scale[i], zero_point[i]) + q[i].tobytes()])
                 for i in range(y.shape[0])]
 
     @torch.no_grad()
     def decompress(self, payloads: list[bytes]) -> torch.Tensor:
         parsed, (h, w) = _parse(payloads, 1, self.channels)
-        expected = self._PARAMS.size + self.channels * h * w
+        params = self._params_format
+        expected = params.size + self.channels * h * w
         out = torch.empty(len(parsed), self.channels, h, w)
         for i, stream in enumerate(parsed):
             data = stream.segments[0]
             if len(data) != expected:
                 raise BitstreamError(f"8-bit payload of {len(data)} bytes; a {self.channels}×{h}×{w} latent "
                                      f"needs {expected}")
-            scale, zero_point = self._PARAMS.unpack_from(data)
+            scale, zero_point = params.unpack_from(data)
             if not (math.isfinite(scale) and math.isfinite(zero_point) and scale > 0):
                 raise BitstreamError(f"corrupt 8-bit payload: scale {scale}, zero point {zero_point}")
-            q = torch.frombuffer(bytearray(data[self._PARAMS.size :]), dtype=torch.uint8).view(self.channels, h, w)
-            out[i] = self._dequantize(q.float(), torch.tensor(scale), torch.tensor(zero_point))
+            q = torch.frombuffer(bytearray(data[params.size :]), dtype=torch.uint8).view(self.channels, h, w)
+            out[i] = self._dequantize(q.float(), torch.tensor(scale), torch.tensor(float(zero_point)))
         return out
 
     def update(self) -> None:

@@ -1,6 +1,6 @@
 """Datasets by name: the embedded ``shapes`` generator, image folders and torchvision sets."""
 
-from splitbench.data import folders, shapes  # noqa: F401  (register their datasets)
+from splitbench.data import coco, folders, shapes, voc  # noqa: F401  (register their datasets)
 from splitbench.data.base import (
     DATASETS,
     TASKS,

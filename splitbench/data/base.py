@@ -39,8 +39,12 @@ class DatasetSpec:
     splits: tuple[str, ...]
     classes: int | Callable[[str | None], int]
     tasks: tuple[str, ...] = ("classification",)
+    task_classes: tuple[tuple[str, int], ...] = ()  # per-task counts where they differ (background included)
 
-    def num_classes(self, root: str | None = None) -> int:
+    def num_classes(self, root: str | None = None, task: str = "classification") -> int:
+        per_task = dict(self.task_classes)
+        if task in per_task:
+            return per_task[task]
         return self.classes if isinstance(self.classes, int) else self.classes(root)
 
 
@@ -93,19 +97,25 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def num_classes(name: str, root: str | None = None) -> int:
-    """Class count of dataset ``name`` without building it (``root`` for folder datasets)."""
-    return DATASETS.get(name).num_classes(root)
+def num_classes(name: str, root: str | None = None, task: str = "classification") -> int:
+    """Class count of dataset ``name`` for ``task`` without building it (``root`` for folder datasets).
+
+    For detection and segmentation it includes the background (class 0), as torchvision's heads expect.
+    """
+    return DATASETS.get(name).num_classes(root, task)
 
 
 def collate_detection(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor | list, list]:
-    """Collate ``(image, target)`` pairs whose targets vary in length (boxes per image).
+    """Collate ``(image, target)`` pairs whose images or targets vary in size (detection, segmentation).
 
-    Images are stacked when they share a shape (one tensor for the model), else kept as a list
-    (torchvision detection models accept either); targets stay a list of dicts.
+    Images are stacked when they share a shape (one tensor for the model), else kept as a list;
+    mask targets likewise; box targets stay a list of dicts.
     """
     images, targets = zip(*batch, strict=True) if batch else ((), ())
-    images = list(images)
+    images, targets = list(images), list(targets)
+    if targets and all(isinstance(t, torch.Tensor) for t in targets) and all(
+            t.shape == targets[0].shape for t in targets):
+        targets = torch.stack(targets)  # segmentation masks of one size
     if images and all(im.shape == images[0].shape for im in images):
-        return torch.stack(images), list(targets)
-    return images, list(targets)
+        return torch.stack(images), targets
+    return images, targets

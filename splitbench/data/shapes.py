@@ -411,7 +411,8 @@ def hflip(sample: ShapesSample) -> ShapesSample:
 class ShapesDataset(Dataset):
     """The ``shapes`` dataset; ``task`` picks the form ``__getitem__`` returns.
 
-    ``classification`` → ``(image, label)``; ``detection`` → ``(image, {"boxes", "labels"})``;
+    ``classification`` → ``(image, label)``; ``detection`` → ``(image, {"boxes", "labels"})`` with box
+    labels ``class + 1`` (0 is background, as in torchvision's detectors and in the mask);
     ``segmentation`` → ``(image, mask)``; ``multitask`` → ``(image, {"label", "boxes", "labels",
     "mask"})``. With ``train_transforms`` a random horizontal flip is applied, drawn from torch's
     global RNG like torchvision transforms (reproducible under ``torch.manual_seed``; the
@@ -460,11 +461,11 @@ class ShapesDataset(Dataset):
             s = hflip(s)
         if self.task == "classification":
             return s.image, s.label
-        if self.task == "detection":
-            return s.image, {"boxes": s.boxes, "labels": s.labels}
+        if self.task == "detection":  # box labels are class + 1: 0 is the detectors' background, as in the mask
+            return s.image, {"boxes": s.boxes, "labels": s.labels + 1}
         if self.task == "segmentation":
             return s.image, s.mask
-        return s.image, {"label": s.label, "boxes": s.boxes, "labels": s.labels, "mask": s.mask}
+        return s.image, {"label": s.label, "boxes": s.boxes, "labels": s.labels + 1, "mask": s.mask}
 
     def __repr__(self) -> str:
         return (
@@ -495,6 +496,7 @@ def _build(
 
 register_dataset(
     "shapes",
-    DatasetSpec(build=_build, splits=SPLITS, classes=len(CLASSES), tasks=TASKS),
+    DatasetSpec(build=_build, splits=SPLITS, classes=len(CLASSES), tasks=TASKS,
+                task_classes=(("detection", len(CLASSES) + 1), ("segmentation", len(CLASSES) + 1))),
     help="embedded procedural shapes (10 classes; classification, detection, segmentation, multitask)",
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,27 +41,65 @@ def _timed(fn, *args):
     return out, time.perf_counter() - start
 
 
+class TopKAccuracy:
+    """Top-1 and top-5 accuracy from logits (top-k is capped at the number of classes)."""
+
+    def __init__(self) -> None:
+        self.correct1 = self.correct5 = self.n = 0
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        labels = labels.to(logits.device)
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        self.correct1 += int((top5[:, 0] == labels).sum())
+        self.correct5 += int((top5 == labels[:, None]).any(1).sum())
+        self.n += labels.shape[0]
+
+    def running(self) -> dict[str, str]:
+        return {"top1": f"{self.correct1 / max(1, self.n):.3f}"}
+
+    def compute(self) -> dict[str, float]:
+        return {"top1": self.correct1 / self.n, "top5": self.correct5 / self.n}
+
+
+def task_metric(task: str, num_classes: int):
+    """The accumulator of a task's quality metric: ``update(predictions, targets)``, ``compute() -> dict``."""
+    if task == "classification":
+        return TopKAccuracy()
+    from splitbench.evaluation.task_metrics import DetectionMAP, SegmentationIoU
+
+    if task == "detection":
+        return DetectionMAP()
+    if task == "segmentation":
+        return SegmentationIoU(num_classes)
+    raise ValueError(f"no metric for task {task!r}")
+
+
+def _count(images: torch.Tensor | list) -> int:
+    return images.shape[0] if isinstance(images, torch.Tensor) else len(images)
+
+
 @torch.no_grad()
-def evaluate_classification(
-    pipeline: SplitPipeline, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, total: int | None = None,
+def evaluate(
+    pipeline: SplitPipeline, batches: Iterable[tuple[Any, Any]], metric: Any, *, total: int | None = None,
     progress: bool = True, description: str = "evaluate",
 ) -> EvaluationResult:
-    """Top-1/top-5 accuracy, per-sample bytes and per-step time of ``pipeline`` over ``batches``."""
+    """``metric`` of ``pipeline`` over ``batches``, with per-sample bytes and per-step time."""
     sizes: list[int] = []
     estimates: list[float] = []
     seconds = {"mobile_network": 0.0, "entropy_encode": 0.0, "entropy_decode": 0.0, "server_network": 0.0}
-    correct1 = correct5 = n = 0
+    n = 0
     encoder = None
     bar = tqdm(total=total, desc=description, disable=not progress, leave=False, unit="img", dynamic_ncols=True)
-    for images, labels in batches:
+    for images, targets in batches:
+        count = _count(images)
         if encoder is None:
             encoder = pipeline.encoder_stats(images)
         features, t_mobile = _timed(pipeline.mobile_forward, images)
         payloads, t_encode = _timed(pipeline.encode, features)
-        if len(payloads) != images.shape[0] or not all(isinstance(p, bytes) for p in payloads):
+        if len(payloads) != count or not all(isinstance(p, bytes) for p in payloads):
             raise TypeError(f"{type(pipeline).__name__}.encode must return one bytes object per sample")
         decoded, t_decode = _timed(pipeline.decode, payloads)
-        logits, t_server = _timed(pipeline.server_forward, decoded)
+        predictions, t_server = _timed(pipeline.server_forward, decoded)
         seconds["mobile_network"] += t_mobile
         seconds["entropy_encode"] += t_encode
         seconds["entropy_decode"] += t_decode
@@ -69,13 +108,11 @@ def evaluate_classification(
         estimate = pipeline.estimate_bits(images, features)
         if estimate is not None:
             estimates.extend((estimate / 8).tolist())
-        labels = labels.to(logits.device)
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += int((top5[:, 0] == labels).sum())
-        correct5 += int((top5 == labels[:, None]).any(1).sum())
-        n += images.shape[0]
-        bar.update(images.shape[0])
-        bar.set_postfix(top1=f"{correct1 / n:.3f}", kB=f"{np.mean(sizes) / 1000:.2f}", refresh=False)
+        metric.update(predictions, targets)
+        n += count
+        bar.update(count)
+        running = metric.running() if hasattr(metric, "running") else {}
+        bar.set_postfix(**running, kB=f"{np.mean(sizes) / 1000:.2f}", refresh=False)
     bar.close()
     if n == 0:
         raise ValueError("the evaluation split is empty")
@@ -87,5 +124,12 @@ def evaluate_classification(
     ms.update(runtime.pop("timing", {}))  # per-sample times measured where the coding ran
     timing = {"encode_ms_mean": ms["mobile_network_ms_mean"] + ms["entropy_encode_ms_mean"],
               "decode_ms_mean": ms["entropy_decode_ms_mean"] + ms["server_network_ms_mean"], **ms}
-    return EvaluationResult(n, {"top1": correct1 / n, "top5": correct5 / n}, data_size, encoder or {}, timing,
-                            runtime, sizes)
+    return EvaluationResult(n, metric.compute(), data_size, encoder or {}, timing, runtime, sizes)
+
+
+def evaluate_classification(
+    pipeline: SplitPipeline, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, total: int | None = None,
+    progress: bool = True, description: str = "evaluate",
+) -> EvaluationResult:
+    """Top-1/top-5 accuracy, per-sample bytes and per-step time of ``pipeline`` over ``batches``."""
+    return evaluate(pipeline, batches, TopKAccuracy(), total=total, progress=progress, description=description)

@@ -32,12 +32,17 @@ class BuildContext:
     num_classes: int
     device: torch.device
 
+    @property
+    def head_args(self):
+        return self.config.head_args()
+
 
 class Method(ABC):
     name: ClassVar[str]
     Args: ClassVar[type[MethodArgs]] = MethodArgs
     stages: ClassVar[tuple[str, ...]] = ()  # training stages in order; () = nothing to train
     uses_teacher: ClassVar[bool] = False
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the config tasks this method implements
 
     def variant(self, args: MethodArgs) -> str:
         return ""
@@ -78,3 +83,12 @@ def get_method(name: str) -> Method:
 
 def list_methods() -> list[str]:
     return METHODS.names()
+
+
+def learned_pipeline(model: nn.Module, device: torch.device) -> SplitPipeline:
+    """The split pipeline of a learned model: a classifier's, or a detector's/segmenter's (images of any size)."""
+    from splitbench.models.task_model import TaskModel
+    from splitbench.pipeline import LearnedPipeline
+    from splitbench.task_pipeline import TaskPipeline
+
+    return (TaskPipeline if isinstance(model, TaskModel) else LearnedPipeline)(model, device)

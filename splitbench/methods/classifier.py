@@ -1,14 +1,20 @@
-"""The unsplit classifier: trained on the task, it is the teacher of every other method."""
+"""The unsplit model: trained on the task, it is the teacher of every other method.
+
+For classification it is the backbone itself; for detection and segmentation, the backbone's
+feature stages under a Faster R-CNN or DeepLabv3 head (:mod:`splitbench.models.task_model`).
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from splitbench.methods.base import BuildContext, Method, MethodArgs, register_method
 from splitbench.methods.input_codec import InputCodecPipeline, RawPixels
 from splitbench.models.backbones import get_backbone
 from splitbench.models.staged import StagedNetwork
+from splitbench.models.task_model import build_task_model
 from splitbench.training.module import TrainingModule
 
 
@@ -23,12 +29,26 @@ class ClassifierTraining(TrainingModule):
         return {"loss": F.cross_entropy(logits, labels), "acc": (logits.argmax(1) == labels).float().mean()}
 
 
+class TaskTraining(TrainingModule):
+    """A detector/segmenter trained on its task loss (the sum of torchvision's detection losses, or CE + aux)."""
+
+    stages = ("train",)
+
+    def set_stage(self, stage: str) -> None:
+        self.reset_frozen()
+
+    def forward(self, images, targets) -> dict[str, torch.Tensor]:
+        losses = self.model(images, targets)
+        return {"loss": sum(losses.values()), **losses}
+
+
 @register_method
 class Classifier(Method):
     """A full classifier (the teacher), trained with cross-entropy; evaluated on raw 8-bit pixels."""
 
     name = "classifier"
     stages = ("train",)
+    tasks = ("classification", "detection", "segmentation")
 
     def variant(self, args: MethodArgs) -> str:
         return ""
@@ -38,12 +58,17 @@ class Classifier(Method):
         b = config.backbone
         return bool(config.train.stages) or not (b.pretrained or b.weights)
 
-    def build_model(self, ctx: BuildContext, args: MethodArgs, teacher: StagedNetwork | None) -> StagedNetwork:
-        b = ctx.config.backbone
-        return get_backbone(b.name, ctx.num_classes, pretrained=b.pretrained, weights=b.weights)
+    def build_model(self, ctx: BuildContext, args: MethodArgs, teacher: StagedNetwork | None) -> nn.Module:
+        b, config = ctx.config.backbone, ctx.config
+        if config.task == "classification":
+            return get_backbone(b.name, ctx.num_classes, pretrained=b.pretrained, weights=b.weights)
+        # The backbone's own head is dropped: its class count only has to match its weights (ImageNet's).
+        backbone = get_backbone(b.name, 1000 if (b.pretrained or b.weights) else ctx.num_classes,
+                                pretrained=b.pretrained, weights=b.weights)
+        return build_task_model(config.task, backbone, ctx.num_classes, ctx.head_args, config.data.image_size)
 
     def training_module(self, ctx, args, model, teacher) -> TrainingModule:
-        return ClassifierTraining(model)
+        return ClassifierTraining(model) if ctx.config.task == "classification" else TaskTraining(model)
 
     def pipeline(self, ctx, args, model, teacher) -> InputCodecPipeline:
         if model is None:  # evaluated as loaded (pretrained or backbone.weights)

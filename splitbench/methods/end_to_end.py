@@ -10,7 +10,6 @@ summed over the batch.) :class:`TaskRateTraining` is shared with EB fine-tuning.
 
 from __future__ import annotations
 
-import copy
 from typing import ClassVar
 
 import torch
@@ -18,10 +17,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from splitbench.methods.base import BuildContext, Method, MethodArgs, register_method
-from splitbench.methods.entropic_student import BottleneckArgs, build_student
+from splitbench.methods.base import BuildContext, Method, MethodArgs, learned_pipeline, register_method
+from splitbench.methods.entropic_student import BottleneckArgs, build_student, task_losses
 from splitbench.models.staged import StagedNetwork
-from splitbench.pipeline import LearnedPipeline
+from splitbench.models.task_model import TaskModel
+from splitbench.pipeline import SplitPipeline
 from splitbench.training.losses import rate_bits
 from splitbench.training.module import TrainingModule
 
@@ -43,12 +43,15 @@ class TaskRateTraining(TrainingModule):
         self.model.coder.update()
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits, _, likelihoods = self.model(images)
-        ce = F.cross_entropy(logits, labels)
+        if isinstance(self.model, TaskModel):  # a detector/segmenter: its task loss in place of CE
+            _, losses, _, likelihoods = self.model.run(images, labels)
+            logs = task_losses(losses)
+        else:
+            logits, _, likelihoods = self.model(images)
+            logs = {"task": F.cross_entropy(logits, labels), "acc": (logits.argmax(1) == labels).float().mean()}
         bits = rate_bits(likelihoods, "batchmean")
         aux = self.model.coder.aux_loss()
-        return {"loss": ce + self.beta * bits + aux, "ce": ce, "bytes": bits / 8, "aux": aux,
-                "acc": (logits.argmax(1) == labels).float().mean()}
+        return {"loss": logs["task"] + self.beta * bits + aux, **logs, "bytes": bits / 8, "aux": aux}
 
 
 class RateArgs(MethodArgs):
@@ -67,6 +70,7 @@ class EndToEnd(Method):
     Args: ClassVar = EndToEndArgs
     stages = ("train",)
     uses_teacher = True  # the layers after the split start from the teacher's
+    tasks = ("classification", "detection", "segmentation")
 
     def variant(self, args: EndToEndArgs) -> str:
         return "fp"
@@ -76,10 +80,10 @@ class EndToEnd(Method):
 
     def build_model(self, ctx: BuildContext, args: EndToEndArgs, teacher: StagedNetwork | None):
         assert teacher is not None
-        return build_student(args, copy.deepcopy(teacher), ctx.config.data.image_size)
+        return build_student(args, teacher, ctx.config.data.image_size)
 
     def training_module(self, ctx, args: EndToEndArgs, model, teacher) -> TrainingModule:
         return TaskRateTraining(model, args.beta)
 
-    def pipeline(self, ctx, args, model, teacher) -> LearnedPipeline:
-        return LearnedPipeline(model, ctx.device)
+    def pipeline(self, ctx, args, model, teacher) -> SplitPipeline:
+        return learned_pipeline(model, ctx.device)

@@ -15,6 +15,7 @@ the test-time quantized latent (for MSHP: y rounded around the predicted means).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -27,10 +28,11 @@ from splitbench.compression.latent_coders import (
     MeanScaleHyperprior,
     ScaleHyperprior,
 )
-from splitbench.methods.base import BuildContext, Method, MethodArgs, register_method
+from splitbench.methods.base import BuildContext, Method, MethodArgs, learned_pipeline, register_method
 from splitbench.models.bottleneck_classifier import BottleneckClassifier, build_bottleneck_classifier
 from splitbench.models.staged import StagedNetwork
-from splitbench.pipeline import LearnedPipeline
+from splitbench.models.task_model import TaskModel, pad_images, split_task_model
+from splitbench.pipeline import SplitPipeline
 from splitbench.training.losses import feature_distillation, kd_divergence, rate_bits
 from splitbench.training.module import TrainingModule
 
@@ -49,10 +51,25 @@ class BottleneckArgs(MethodArgs):
         return FactorizedPrior(self.channels)
 
 
-def build_student(args: BottleneckArgs, backbone: StagedNetwork, image_size: int) -> BottleneckClassifier:
-    return build_bottleneck_classifier(
-        backbone, args.split_after, image_size, args.coder(), encoder_channels=args.encoder_channels,
-        decoder_channels=args.decoder_channels, simplified_gdn=args.simplified_gdn)
+def build_student(args: BottleneckArgs, teacher: StagedNetwork | TaskModel, image_size: int,
+                  make_trunk: Callable[[StagedNetwork], BottleneckClassifier] | None = None
+                  ) -> BottleneckClassifier | TaskModel:
+    """The bottleneck (``args``' GDN bottleneck, or what ``make_trunk`` builds on a copy of the backbone) in
+    place of the teacher's stages up to the split; for a detector/segmenter teacher, in place of its
+    trunk's, under a copy of its head."""
+    backbone = copy.deepcopy(teacher.trunk if isinstance(teacher, TaskModel) else teacher)
+    if make_trunk is None:
+        student = build_bottleneck_classifier(
+            backbone, args.split_after, image_size, args.coder(), encoder_channels=args.encoder_channels,
+            decoder_channels=args.decoder_channels, simplified_gdn=args.simplified_gdn)
+    else:
+        student = make_trunk(backbone)
+    return split_task_model(teacher, student) if isinstance(teacher, TaskModel) else student
+
+
+def task_losses(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detector's/segmenter's losses summed into ``task``, each kept for the log."""
+    return {"task": sum(losses.values()), **losses}
 
 
 class EntropicStudentArgs(BottleneckArgs):
@@ -75,11 +92,15 @@ class HeadDistillation(TrainingModule):
 
     stages: tuple[str, ...] = ("bottleneck",)
 
-    def __init__(self, student: BottleneckClassifier, teacher: StagedNetwork, beta: float | None = None) -> None:
+    def __init__(self, student: BottleneckClassifier | TaskModel, teacher: StagedNetwork | TaskModel,
+                 beta: float | None = None) -> None:
         super().__init__(student)
         self.teacher = teacher
         self.beta = beta
-        self.distill = [student.split_after] + student.tail_stages[:-1]  # all stage outputs but the logits
+        self.student_trunk = student.trunk if isinstance(student, TaskModel) else student
+        # Every stage output from the split point on, but a classifier's logits (a task trunk has none).
+        tail = self.student_trunk.tail_stages
+        self.distill = [self.student_trunk.split_after] + (tail if isinstance(student, TaskModel) else tail[:-1])
         self.stage = self.stages[0]
 
     def set_stage(self, stage: str) -> None:
@@ -87,18 +108,31 @@ class HeadDistillation(TrainingModule):
         self.reset_frozen()
         self.freeze(self.teacher)
         if stage == "bottleneck":
-            self.freeze(self.model.tail)
+            self.freeze(self.student_trunk.tail)
+            if isinstance(self.model, TaskModel):
+                self.freeze(self.model.head)
 
     def end_stage(self, stage: str) -> None:
         if stage == "bottleneck":
             self.model.coder.update()
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _features(self, images) -> tuple[dict, dict, dict]:
+        """(student stage outputs, teacher stage outputs, likelihoods) on the same (padded) batch."""
+        if isinstance(self.model, TaskModel):
+            batch, _ = pad_images(images, self.model.stride)
+            with torch.no_grad():
+                teacher_features, _ = self.teacher.trunk_features(batch)
+            features, likelihoods = self.model.trunk_features(batch)
+            return features, teacher_features, likelihoods
         with torch.no_grad():
             _, teacher_features = self.teacher(images, taps=self.distill)
         _, features, likelihoods = self.model(images)
+        return features, teacher_features, likelihoods
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        features, teacher_features, likelihoods = self._features(images)
         mse = feature_distillation(features, teacher_features, self.distill)
-        batch = images.shape[0]
+        batch = len(images)
         if self.beta is None:
             return {"loss": mse, "mse": mse / batch}
         bits = rate_bits(likelihoods, "sum")
@@ -109,18 +143,23 @@ class HeadDistillation(TrainingModule):
 class EntropicStudentTraining(HeadDistillation):
     stages = ("bottleneck", "tail")
 
-    def __init__(self, student: BottleneckClassifier, teacher: StagedNetwork, args: EntropicStudentArgs) -> None:
+    def __init__(self, student: BottleneckClassifier | TaskModel, teacher: StagedNetwork | TaskModel,
+                 args: EntropicStudentArgs) -> None:
         super().__init__(student, teacher, args.beta)
         self.args = args
 
     def set_stage(self, stage: str) -> None:
         super().set_stage(stage)
         if stage == "tail":
-            self.freeze(self.model.bottleneck.encoder, self.model.bottleneck.coder)
+            self.freeze(self.student_trunk.bottleneck.encoder, self.student_trunk.bottleneck.coder)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.stage == "bottleneck":
             return super().forward(images, labels)
+        if isinstance(self.model, TaskModel):  # stage 2 of the detection/segmentation recipe: the task loss
+            _, losses, _, _ = self.model.run(images, labels, quantized=True)
+            logs = task_losses(losses)
+            return {"loss": logs["task"], **logs}
         with torch.no_grad():
             teacher_logits = self.teacher(images)
         logits, _, _ = self.model(images, quantized=True)
@@ -139,6 +178,7 @@ class EntropicStudent(Method):
     Args: ClassVar = EntropicStudentArgs
     stages = ("bottleneck", "tail")
     uses_teacher = True
+    tasks = ("classification", "detection", "segmentation")
 
     def variant(self, args: EntropicStudentArgs) -> str:
         return args.variant
@@ -148,10 +188,10 @@ class EntropicStudent(Method):
 
     def build_model(self, ctx: BuildContext, args: EntropicStudentArgs, teacher: StagedNetwork | None):
         assert teacher is not None
-        return build_student(args, copy.deepcopy(teacher), ctx.config.data.image_size)
+        return build_student(args, teacher, ctx.config.data.image_size)
 
     def training_module(self, ctx, args, model, teacher) -> TrainingModule:
         return EntropicStudentTraining(model, teacher, args)
 
-    def pipeline(self, ctx, args, model, teacher) -> LearnedPipeline:
-        return LearnedPipeline(model, ctx.device)
+    def pipeline(self, ctx, args, model, teacher) -> SplitPipeline:
+        return learned_pipeline(model, ctx.device)

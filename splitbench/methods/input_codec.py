@@ -20,13 +20,13 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 from pydantic import Field, model_validator
+from torch import nn
 
 from splitbench.codecs import CODECS, CodedSample, ImageCodec, get_codec
 from splitbench.codecs.pool import _context as pool_context
 from splitbench.codecs.pool import code_one
 from splitbench.compression.bitstream import pack, unpack
 from splitbench.methods.base import BuildContext, Method, MethodArgs, register_method
-from splitbench.models.staged import StagedNetwork
 from splitbench.pipeline import SplitPipeline
 
 
@@ -40,13 +40,19 @@ class SampleCodec(Protocol):
     def describe(self) -> dict: ...
 
 
-def to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
-    """[0, 1] float (B, 3, H, W) → list of (H, W, 3) uint8, as a camera would hand them to a codec."""
+def to_uint8_images(images: torch.Tensor | list[torch.Tensor]) -> list[np.ndarray]:
+    """[0, 1] float (B, 3, H, W), or a list of (3, H, W) of any sizes → list of (H, W, 3) uint8, as a camera
+    would hand them to a codec."""
+    if isinstance(images, list):
+        return [a for im in images for a in to_uint8_images(im[None])]
     array = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return list(array)
 
 
-def to_tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+def to_tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor | list[torch.Tensor]:
+    """One batch tensor, or a list of (3, H, W) tensors where the images differ in size (detection data)."""
+    if any(im.shape != images[0].shape for im in images):
+        return [to_tensor([im], device)[0] for im in images]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255).to(device)
 
 
@@ -163,19 +169,19 @@ class CodecPipeline(SplitPipeline):
 class InputCodecPipeline(CodecPipeline):
     """Codec on the device; decoded image → the full model on the server. No learned device part."""
 
-    def __init__(self, codec: ImageCodec, model: StagedNetwork, device: torch.device, workers: int | None = 1):
+    def __init__(self, codec: ImageCodec, model: nn.Module, device: torch.device, workers: int | None = 1):
         super().__init__(codec, workers)
         self.model = model.to(device).eval()
         self.device = device
 
-    def mobile_forward(self, images: torch.Tensor) -> list[np.ndarray]:
+    def mobile_forward(self, images: torch.Tensor | list[torch.Tensor]) -> list[np.ndarray]:
         return to_uint8_images(images)
 
-    def decode(self, payloads: list[bytes]) -> torch.Tensor:
+    def decode(self, payloads: list[bytes]) -> torch.Tensor | list[torch.Tensor]:
         return to_tensor(self.decode_samples(payloads), self.device)
 
     @torch.no_grad()
-    def server_forward(self, decoded: torch.Tensor) -> torch.Tensor:
+    def server_forward(self, decoded: torch.Tensor | list[torch.Tensor]) -> Any:
         return self.model(decoded)
 
 
@@ -224,6 +230,7 @@ class InputCodec(Method):
     name = "input_codec"
     Args: ClassVar = InputCodecArgs
     server_is_teacher = True
+    tasks = ("classification", "detection", "segmentation")
 
     def variant(self, args: InputCodecArgs) -> str:
         return codec_variant(args.codec, args.options)

@@ -54,6 +54,13 @@ class BottleneckClassifier(SplitModel):
     def server_forward(self, y_hat: torch.Tensor) -> torch.Tensor:
         return self.tail(self.bottleneck.decoder(y_hat))
 
+    def decode_features(self, y_hat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Server side for a task head: every stage output from the decoded latent, the split point's included."""
+        features = self.bottleneck.decoder(y_hat)
+        _, tapped = self.tail(features, taps=self.tail_stages)
+        tapped[self.split_after] = features
+        return tapped
+
     def forward(
         self, images: torch.Tensor, *, quantized: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -12,9 +12,10 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -28,6 +29,17 @@ from splitbench.training.distributed import DistInfo, average_buffers
 from splitbench.training.module import TrainingModule
 
 log = logging.getLogger("splitbench.train")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors, and the lists/dicts of them that detection targets are, moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 class StopTraining(Exception):
@@ -93,6 +105,7 @@ class TrainOptions:
     log_every: int = 50
     progress: bool = True
     stop_after_steps: int | None = None  # tests: behave as if killed after this many steps
+    collate_fn: Callable | None = None  # detection targets are lists of dicts
 
 
 def fit(
@@ -127,7 +140,7 @@ def fit(
     sampler = EpochSampler(len(dataset), options.seed, info, options.batch_size)
     loader = DataLoader(dataset, batch_size=options.batch_size, sampler=sampler, num_workers=options.workers,
                         drop_last=True, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+                        persistent_workers=False, collate_fn=options.collate_fn)
     steps_per_epoch = sampler.per_rank // options.batch_size
     if options.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, options.max_steps_per_epoch)
@@ -173,7 +186,7 @@ def fit(
             for images, targets in loader:
                 if position.step >= steps_per_epoch:
                     break
-                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                images, targets = to_device(images, device), to_device(targets, device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     out = net(images, targets)
                 loss = out["loss"]
@@ -186,7 +199,7 @@ def fit(
                 position.step += 1
                 position.global_step += 1
                 ran += 1
-                seen += images.shape[0]
+                seen += len(images)
                 for k, v in out.items():
                     sums[k] += float(v.detach())
                 if position.step % options.log_every == 0 or position.step == steps_per_epoch:
