@@ -10,7 +10,7 @@ from conftest import tiny_raw
 
 from splitbench.cli import main
 from splitbench.compression.bitstream import BitstreamError, pack, unpack
-from splitbench.config import validate
+from splitbench.config import load_configs, validate
 from splitbench.errors import ConfigError
 from splitbench.experiment import build_pipeline, train_experiment
 from splitbench.models.backbones import get_backbone
@@ -173,3 +173,24 @@ def test_cli_evaluates_students_and_codecs_into_task_records_and_a_report(task, 
     assert (tmp_path / "report" / "rd.png").stat().st_size > 0
     label = {"detection": "mAP@[.5:.95]", "segmentation": "mIoU"}[task]
     assert label in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("folder,task,classes", [("coco", "detection", 81), ("voc", "segmentation", 21)])
+def test_full_size_recipes_build(folder, task, classes):
+    """The COCO/VOC ResNet-50 configs build their teacher (on the meta device: shapes only) and every
+    student on it, at the configured image size; the bottleneck's decoder feeds the head's first level."""
+    from splitbench.experiment import _context
+    from splitbench.methods import get_method
+
+    teacher_config = load_configs(f"{folder}/teacher.yaml", ["backbone.pretrained=false"])[0]
+    ctx = _context(teacher_config, torch.device("cpu"))
+    assert teacher_config.task == task and ctx.num_classes == classes
+    with torch.device("meta"):
+        teacher = get_method("classifier").build_model(ctx, None, None)
+    assert teacher.levels[0] == ("layer1" if task == "detection" else "layer3")
+    for name in ("entropic_student", "end_to_end", "cr_bq"):
+        config = load_configs(f"{folder}/{name}.yaml", ["backbone.pretrained=false"])[0]
+        student = get_method(config.method).build_model(_context(config, torch.device("cpu")), config.args(), teacher)
+        assert student.is_split and student.trunk.split_after == "layer1" and student.levels == teacher.levels
+    for name in ("input_codec", "entropic_student"):
+        assert load_configs(f"{folder}/{name}.yaml")[0].data.dataset == folder
