@@ -110,10 +110,17 @@ class EvalConfig(Strict):
     device: str = "auto"
 
 
+def format_run_name(method: str, variant: str, backbone: str, task: str, rate_param: dict) -> str:
+    """A run's folder name: method, variant, backbone, task (unless classification), rate parameters."""
+    parts = [method, variant, backbone, "" if task == "classification" else task]
+    parts += [f"{k}{v}" for k, v in rate_param.items()]
+    return "-".join(str(p) for p in parts if p)
+
+
 class ExperimentConfig(Strict):
     name: str | None = None
     method: str
-    task: Literal["classification", "detection", "segmentation"] = "classification"
+    task: Literal["classification", "detection", "segmentation", "multitask"] = "classification"
     data: DataConfig = DataConfig()
     backbone: BackboneConfig
     teacher: TeacherConfig = TeacherConfig()
@@ -161,11 +168,8 @@ class ExperimentConfig(Strict):
         from splitbench.methods import get_method
 
         method = get_method(self.method)
-        parts = [self.method, method.variant(self.args()), self.backbone.name]
-        if self.task != "classification":
-            parts.append(self.task)
-        parts += [f"{k}{v}" for k, v in method.rate_param(self.args()).items()]
-        return "-".join(str(p) for p in parts if p)
+        return format_run_name(self.method, method.variant(self.args()), self.backbone.name, self.task,
+                               method.rate_param(self.args()))
 
     def hash(self) -> str:
         """Identity of the experiment (excludes nothing: any change is a different point).

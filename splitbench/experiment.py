@@ -24,7 +24,7 @@ from splitbench.methods import BuildContext, get_method
 from splitbench.models.backbones import get_backbone
 from splitbench.models.staged import StagedNetwork
 from splitbench.models.task_model import TaskModel, feature_trunk
-from splitbench.training.checkpoint import atomic_write, load_weights, save_weights
+from splitbench.training.checkpoint import atomic_write, load_weights, save_weights, weights_metadata
 from splitbench.training.distributed import barrier, cleanup, init_distributed, resolve_device
 from splitbench.training.trainer import TrainOptions, fit
 
@@ -36,9 +36,10 @@ def run_dir(config: ExperimentConfig, out: Path) -> Path:
     return out / config.run_name()
 
 
-def _context(config: ExperimentConfig, device: torch.device) -> BuildContext:
-    classes = config.backbone.num_classes or num_classes(config.data.dataset, config.data.root, config.task)
-    return BuildContext(config, classes, device)
+def _context(config: ExperimentConfig, device: torch.device, out: Path | None = None) -> BuildContext:
+    task = "classification" if config.task == "multitask" else config.task  # the body's classes
+    classes = config.backbone.num_classes or num_classes(config.data.dataset, config.data.root, task)
+    return BuildContext(config, classes, device, out)
 
 
 def _check_task(config: ExperimentConfig) -> None:
@@ -145,7 +146,7 @@ def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = Fals
     info = init_distributed(resolve_device(config.train.device))  # the backend depends on the device type
     device = resolve_device(config.train.device, info)  # ... and the GPU index on the local rank
     try:
-        ctx = _context(config, device)
+        ctx = _context(config, device, out)
         args = config.args()
         teacher = load_teacher(config, out, ctx) if method.uses_teacher else None
         dataset = _dataset(config, "train", config.data.train_samples, train=True)
@@ -178,10 +179,27 @@ def train_experiment(config: ExperimentConfig, out: Path, *, resume: bool = Fals
     return weights
 
 
+def load_run_model(out: Path, run: str, device: torch.device) -> tuple[ExperimentConfig, torch.nn.Module]:
+    """A trained run of ``out`` as its config and its model with the saved weights (strictly loaded)."""
+    path = out / run / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"no trained run at {out / run}; train it first (splitbench train ... --out {out})")
+    config = validate(weights_metadata(path)["config"], str(path))
+    method = get_method(config.method)
+    ctx = _context(config, device, out)
+    teacher = None
+    if method.uses_teacher:  # only its structure: the run's weights replace it
+        teacher = (get_backbone(config.backbone.name, ctx.num_classes) if config.task == "classification"
+                   else get_method("classifier").build_model(ctx, None, None))
+    model = method.build_model(ctx, config.args(), teacher)
+    load_weights(model, path)
+    return config, model.to(device).eval()
+
+
 def build_pipeline(config: ExperimentConfig, out: Path, device: torch.device, checkpoint: Path | None = None):
     _check_task(config)
     method = get_method(config.method)
-    ctx = _context(config, device)
+    ctx = _context(config, device, out)
     args = config.args()
     needs_teacher = method.uses_teacher or getattr(method, "server_is_teacher", False)
     teacher = load_teacher(config, out, ctx) if needs_teacher else None
@@ -206,7 +224,10 @@ def evaluate_experiment(config: ExperimentConfig, out: Path, *, checkpoint: Path
     dataset = _dataset(config, e.split, e.num_samples or config.data.val_samples, train=False)
     loader = DataLoader(dataset, batch_size=e.batch_size, shuffle=False, num_workers=config.data.workers,
                         collate_fn=_collate(config))
-    metric = task_metric(config.task, _context(config, device).num_classes)
+    # A multi-task model's metric needs the class count of its segmentation head.
+    classes = (num_classes(config.data.dataset, config.data.root, "segmentation") if config.task == "multitask"
+               else _context(config, device).num_classes)
+    metric = task_metric(config.task, classes)
     try:
         result = evaluate(pipeline, loader, metric, total=len(dataset), progress=progress,
                           description=config.run_name())
@@ -223,5 +244,9 @@ def evaluate_experiment(config: ExperimentConfig, out: Path, *, checkpoint: Path
         "run": config.run_name(), "config_hash": config.hash(), "config": config.model_dump(mode="json"),
         "versions": versions(), "created": now_utc(), "status": "ok",
     }
-    append_record(results or out / "results.jsonl", record)
+    path = results or out / "results.jsonl"
+    append_record(path, record)
+    for task, metrics in getattr(metric, "per_task", {}).items():  # multitask: one record per task, same bytes
+        append_record(path, {**record, "task": task, "metrics": metrics, "combined_hash": record["config_hash"],
+                             "config_hash": f"{record['config_hash']}-{task}"})
     return record

@@ -126,9 +126,13 @@ def test_packaged_suites_validate():
     old = [c.hash() for n in ("shapes/teacher.yaml", "shapes/entropic_student.yaml", "shapes/input_codec.yaml")
            for c in load_configs(n)]
     assert [p.config.hash() for p in quick] == old  # the quickstart's records stay valid
-    _, shapes = suite_points("suites/shapes.yaml")  # covers every method and every codec we can run
-    missing = set(list_methods()) - {p.config.method for p in shapes}
-    assert not missing, f"add {missing} to splitbench/configs/suites/shapes.yaml"
+    _, shapes = suite_points("suites/shapes.yaml")  # covers every classification method and every codec we can run
+    _, tasks = suite_points("suites/shapes_tasks.yaml")  # detection and segmentation
+    _, multitask = suite_points("suites/shapes_multitask.yaml")
+    missing = set(list_methods()) - {p.config.method for p in shapes + tasks + multitask}
+    assert not missing, f"add {missing} to a suite in splitbench/configs/suites/"
+    assert {p.config.task for p in shapes} == {"classification"}
+    assert {p.config.task for p in tasks} >= {"detection", "segmentation"}
     codecs = {p.config.method_args.get("codec") for p in shapes if p.config.method == "input_codec"}
     assert codecs >= set(list_codecs()) - {"bpg"}  # bpg needs bpgenc (hevc is its coding)
     _, imagenet = suite_points("suites/imagenet.yaml")

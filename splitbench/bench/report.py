@@ -13,6 +13,7 @@ from pathlib import Path
 
 from splitbench.bench import plots
 from splitbench.bench.bdrate import bd_table
+from splitbench.bench.multitask import comparison_table
 from splitbench.bench.records import (
     RecordError,
     available_metrics,
@@ -73,6 +74,11 @@ FIGURES = {
 BD_NUMERIC = [False, False, True, True, True]
 
 
+MULTITASK_NOTE = ("Per β: the multi-task model (one encoder, one bitstream per image, every task decoded from it) "
+                  "against one Entropic Student per task at the same β, whose bytes, encoder sizes and device "
+                  "compute add up when a device needs all three answers.")
+
+
 def write_report(
     records: list[dict],
     out_dir: Path,
@@ -94,6 +100,9 @@ def write_report(
     records, superseded = latest_records(records)
     ok = [r for r in records if is_ok(r)]
     failed = [r for r in records if not is_ok(r)]
+    # A multi-task point is plotted through its per-task records; its combined record feeds the comparison.
+    combined = [r for r in ok if r["task"] == "multitask"]
+    ok = [r for r in ok if r["task"] != "multitask"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -147,6 +156,11 @@ def write_report(
             bd_md += [f"No BD-rate: {why}.", ""]
             bd_tex += [f"% {_heading(group)}: no BD-rate ({why})", ""]
 
+    extra = {}
+    if combined:
+        table = comparison_table(combined, ok)
+        md += ["## Multi-task vs single-task pipelines", "", MULTITASK_NOTE, "", table, ""]
+        extra["multitask.md"] = "\n".join(["# Multi-task vs single-task pipelines", "", MULTITASK_NOTE, "", table])
     if failed:
         md += ["## Failed points", "", "Not plotted and not in the tables above.", ""]
         cells = [
@@ -165,6 +179,7 @@ def write_report(
         "bdrate.md": "\n".join(bd_md),
         "bdrate.tex": "\n".join(bd_tex),
         "report.md": "\n".join(md),
+        **extra,
     }.items():
         (out_dir / name).write_text(text, encoding="utf-8")
         paths[name] = out_dir / name

@@ -61,8 +61,38 @@ class TopKAccuracy:
         return {"top1": self.correct1 / self.n, "top5": self.correct5 / self.n}
 
 
+class MultiTaskMetric:
+    """Every task's metric from per-image prediction dicts (task → prediction) and multi-task targets
+    (``{"label", "boxes", "labels", "mask"}``); :attr:`per_task` holds each task's metrics after compute."""
+
+    def __init__(self, segmentation_classes: int) -> None:
+        self.segmentation_classes = segmentation_classes
+        self.metrics: dict = {}
+        self.per_task: dict[str, dict[str, float]] = {}
+
+    def update(self, predictions: list[dict], targets: list[dict]) -> None:
+        for task in predictions[0]:
+            if task not in self.metrics:
+                self.metrics[task] = task_metric(task, self.segmentation_classes)
+            mine = [p[task] for p in predictions]
+            if task == "classification":
+                self.metrics[task].update(torch.stack(mine), torch.tensor([int(t["label"]) for t in targets]))
+            elif task == "detection":
+                self.metrics[task].update(mine, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+            else:
+                self.metrics[task].update(mine, [t["mask"] for t in targets])
+
+    def running(self) -> dict[str, str]:
+        return self.metrics["classification"].running() if "classification" in self.metrics else {}
+
+    def compute(self) -> dict[str, float]:
+        self.per_task = {task: metric.compute() for task, metric in self.metrics.items()}
+        return {k: v for metrics in self.per_task.values() for k, v in metrics.items()}
+
+
 def task_metric(task: str, num_classes: int):
-    """The accumulator of a task's quality metric: ``update(predictions, targets)``, ``compute() -> dict``."""
+    """The accumulator of a task's quality metric: ``update(predictions, targets)``, ``compute() -> dict``.
+    ``num_classes`` matters for segmentation (classes with background; for multitask, its segmentation's)."""
     if task == "classification":
         return TopKAccuracy()
     from splitbench.evaluation.task_metrics import DetectionMAP, SegmentationIoU
@@ -71,6 +101,8 @@ def task_metric(task: str, num_classes: int):
         return DetectionMAP()
     if task == "segmentation":
         return SegmentationIoU(num_classes)
+    if task == "multitask":
+        return MultiTaskMetric(num_classes)
     raise ValueError(f"no metric for task {task!r}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -31,6 +32,7 @@ class BuildContext:
     config: ExperimentConfig
     num_classes: int
     device: torch.device
+    out: Path | None = None  # the --out folder, for methods built from other runs in it (multi-task)
 
     @property
     def head_args(self):
@@ -87,8 +89,9 @@ def list_methods() -> list[str]:
 
 def learned_pipeline(model: nn.Module, device: torch.device) -> SplitPipeline:
     """The split pipeline of a learned model: a classifier's, or a detector's/segmenter's (images of any size)."""
+    from splitbench.models.multitask import MultiTaskModel
     from splitbench.models.task_model import TaskModel
     from splitbench.pipeline import LearnedPipeline
     from splitbench.task_pipeline import TaskPipeline
 
-    return (TaskPipeline if isinstance(model, TaskModel) else LearnedPipeline)(model, device)
+    return (TaskPipeline if isinstance(model, (TaskModel, MultiTaskModel)) else LearnedPipeline)(model, device)

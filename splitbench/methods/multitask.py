@@ -1,0 +1,118 @@
+"""Multi-task supervised compression (WACV 2025): one encoder and one bitstream serve every task.
+
+Recipe: the body is an Entropic Student classifier, trained as usual (``entropic_student``, its run
+``entropic_student-<variant>-<backbone>-beta<β>`` in the same --out). ``multitask_head`` then trains
+one detection or segmentation head on that body, frozen, on the test-time quantized latent.
+``multitask`` trains nothing: it composes the body and the head runs of the same β (checking they
+share the body's weights) and evaluates every task from the same bitstream.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from splitbench.config import format_run_name
+from splitbench.errors import ConfigError
+from splitbench.methods.base import BuildContext, Method, MethodArgs, learned_pipeline, register_method
+from splitbench.models.multitask import compose, head_on_body
+from splitbench.pipeline import SplitPipeline
+from splitbench.training.module import TrainingModule
+
+HEAD_TASKS = ("detection", "segmentation")
+
+
+class BodyArgs(MethodArgs):
+    """Which trained Entropic Student is the shared body (its β and variant; backbone from the config)."""
+
+    beta: float = Field(gt=0, description="the body's rate weight: picks the Entropic Student run")
+    variant: Literal["fp", "shp", "mshp"] = "fp"
+
+    def body_run(self, backbone: str) -> str:
+        return format_run_name("entropic_student", self.variant, backbone, "classification", {"beta": self.beta})
+
+
+def _load_body(ctx: BuildContext, args: BodyArgs):
+    from splitbench.experiment import load_run_model
+    from splitbench.models.bottleneck_classifier import BottleneckClassifier
+
+    if ctx.out is None:
+        raise ConfigError("a multi-task model is built from runs in an --out folder")
+    run = args.body_run(ctx.config.backbone.name)
+    _, body = load_run_model(ctx.out, run, ctx.device)
+    if not isinstance(body, BottleneckClassifier):
+        raise ConfigError(f"run {run} is not an Entropic Student classifier")
+    return body
+
+
+class FrozenBodyHeadTraining(TrainingModule):
+    """Only the head trains, on the body's test-time quantized latent, with the task loss."""
+
+    stages = ("train",)
+
+    def set_stage(self, stage: str) -> None:
+        self.reset_frozen()
+        self.freeze(self.model.trunk)
+
+    def forward(self, images, targets):
+        _, losses, _, _ = self.model.run(images, targets, quantized=True)
+        return {"loss": sum(losses.values()), **losses}
+
+
+@register_method
+class MultiTaskHead(Method):
+    """A detection or segmentation head trained on a frozen Entropic Student body (for ``multitask``)."""
+
+    name = "multitask_head"
+    Args: ClassVar = BodyArgs
+    stages = ("train",)
+    tasks = HEAD_TASKS
+
+    def variant(self, args: BodyArgs) -> str:
+        return args.variant
+
+    def rate_param(self, args: BodyArgs) -> dict:
+        return {"beta": args.beta}
+
+    def build_model(self, ctx: BuildContext, args: BodyArgs, teacher):
+        return head_on_body(ctx.config.task, _load_body(ctx, args), ctx.num_classes, ctx.head_args,
+                            ctx.config.data.image_size)
+
+    def training_module(self, ctx, args, model, teacher) -> TrainingModule:
+        return FrozenBodyHeadTraining(model)
+
+    def pipeline(self, ctx, args, model, teacher) -> SplitPipeline:
+        return learned_pipeline(model, ctx.device)
+
+
+class MultiTaskArgs(BodyArgs):
+    heads: list[Literal["detection", "segmentation"]] = Field(
+        list(HEAD_TASKS), min_length=1, description="the multitask_head runs (same β) joined to the body")
+
+
+@register_method
+class MultiTask(Method):
+    """One encoder, one bitstream: the shared body + its heads, every task evaluated from the same bytes."""
+
+    name = "multitask"
+    Args: ClassVar = MultiTaskArgs
+    tasks = ("multitask",)
+
+    def variant(self, args: MultiTaskArgs) -> str:
+        return args.variant
+
+    def rate_param(self, args: MultiTaskArgs) -> dict:
+        return {"beta": args.beta}
+
+    def pipeline(self, ctx, args: MultiTaskArgs, model, teacher) -> SplitPipeline:
+        from splitbench.experiment import load_run_model
+        from splitbench.models.multitask import MultiTaskModel
+
+        body = _load_body(ctx, args)
+        backbone = ctx.config.backbone.name
+        names = {task: format_run_name("multitask_head", args.variant, backbone, task, {"beta": args.beta})
+                 for task in args.heads}
+        heads = {task: load_run_model(ctx.out, run, ctx.device)[1] for task, run in names.items()}
+        model: MultiTaskModel = compose(body, heads, names)
+        return learned_pipeline(model, ctx.device)

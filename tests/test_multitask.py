@@ -1,0 +1,94 @@
+"""Multi-task: heads trained on a frozen Entropic Student body, composed, evaluated from one bitstream."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import tiny_raw
+from test_tasks import DETECTION_HEAD, SEGMENTATION_HEAD
+
+from splitbench.bench.report import write_report
+from splitbench.compression.bitstream import pack
+from splitbench.config import validate
+from splitbench.errors import CheckpointError, ConfigError
+from splitbench.experiment import build_pipeline, evaluate_experiment, train_experiment
+from splitbench.training.checkpoint import load_weights, save_weights
+
+BODY = {"beta": 0.1}
+
+
+def head_raw(task: str, **head) -> dict:
+    heads = {"detection": DETECTION_HEAD, "segmentation": {**SEGMENTATION_HEAD, "output_stride": 32}}
+    return tiny_raw("multitask_head", task=task, method_args=BODY, head={**heads[task], **head})
+
+
+def multitask_raw() -> dict:
+    raw = tiny_raw("multitask", task="multitask", method_args=BODY)
+    raw["train"]["stages"] = []
+    raw["eval"]["num_samples"] = 12
+    return raw
+
+
+@pytest.fixture(scope="module")
+def mt_out(tmp_path_factory, trained_teacher):
+    out = tmp_path_factory.mktemp("multitask_out")
+    shutil.copytree(trained_teacher, out, dirs_exist_ok=True)
+    train_experiment(validate(tiny_raw("entropic_student")), out, progress=False)  # the body, beta 0.1
+    for task in ("detection", "segmentation"):
+        train_experiment(validate(head_raw(task)), out, progress=False)
+    return out
+
+
+def test_heads_train_on_a_frozen_body(mt_out):
+    pipeline = build_pipeline(validate(multitask_raw()), mt_out, torch.device("cpu"))
+    from splitbench.experiment import load_run_model
+
+    _, student = load_run_model(mt_out, "entropic_student-fp-resnet10n-beta0.1", torch.device("cpu"))
+    for key, value in student.state_dict().items():
+        assert torch.equal(value, pipeline.model.trunk.state_dict()[key]), key
+    assert pipeline.model.tasks == ["classification", "detection", "segmentation"]
+
+
+def test_one_bitstream_serves_every_task(mt_out, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(mt_out, out)
+    record = evaluate_experiment(validate(multitask_raw()), out, progress=False)
+    assert record["task"] == "multitask"
+    assert set(record["metrics"]) == {"top1", "top5", "map", "map50", "map75", "miou", "pixel_acc"}
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["task"] for r in records] == ["multitask", "classification", "detection", "segmentation"]
+    for r in records[1:]:  # one record per task: the same bytes and the same encoder
+        assert r["data_size"] == record["data_size"] and r["encoder"] == record["encoder"]
+        assert set(r["metrics"]) < set(record["metrics"]) and r["combined_hash"] == record["config_hash"]
+    # the classification answer is exactly the body's own (the Entropic Student) on the same bitstream
+    body = evaluate_experiment(validate({**tiny_raw("entropic_student"), "eval": {"num_samples": 12}}), out,
+                               progress=False)
+    assert body["metrics"]["top1"] == record["metrics"]["top1"]
+    # ... whose bitstream, wrapped with the image size the detection/segmentation heads need
+    assert record["data_size"]["bytes_mean"] == body["data_size"]["bytes_mean"] + len(pack((32, 32), [b""]))
+    paths = write_report(records + [body], tmp_path / "report")
+    table = paths["multitask.md"].read_text()
+    assert "multi-task (one bitstream)" in table and "no detection, segmentation record" in table
+
+
+def test_a_head_trained_on_another_body_is_refused(mt_out, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(mt_out, out)
+    run = out / "multitask_head-fp-resnet10n-segmentation-beta0.1" / "model.safetensors"
+    from splitbench.experiment import load_run_model
+
+    config, model = load_run_model(out, run.parent.name, torch.device("cpu"))
+    with torch.no_grad():
+        model.trunk.bottleneck.encoder[0].weight.add_(1e-3)
+    save_weights(model, run, {"method": config.method, "config": config.model_dump(mode="json")})
+    load_weights(model, run)  # the file itself is sound
+    with pytest.raises(CheckpointError, match="segmentation-beta0.1 was trained on another encoder"):
+        build_pipeline(validate(multitask_raw()), out, torch.device("cpu"))
+
+
+def test_a_segmentation_head_on_a_shared_body_needs_stride_32(mt_out, tmp_path):
+    shutil.copytree(mt_out, tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "multitask_head-fp-resnet10n-segmentation-beta0.1")
+    with pytest.raises(ConfigError, match="set head.output_stride: 32"):
+        train_experiment(validate(head_raw("segmentation", output_stride=8)), tmp_path, progress=False)
