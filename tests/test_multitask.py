@@ -92,3 +92,26 @@ def test_a_segmentation_head_on_a_shared_body_needs_stride_32(mt_out, tmp_path):
     shutil.rmtree(tmp_path / "multitask_head-fp-resnet10n-segmentation-beta0.1")
     with pytest.raises(ConfigError, match="set head.output_stride: 32"):
         train_experiment(validate(head_raw("segmentation", output_stride=8)), tmp_path, progress=False)
+
+
+def test_published_multitask_configs_build():
+    """The ImageNet body (5 betas as published) and the COCO/VOC heads validate, and the heads build on a
+    ResNet-50 FP-24 body (fresh weights; 224 px to keep it quick: the layers do not depend on the size)."""
+    from splitbench.config import load_configs
+    from splitbench.methods import BuildContext, get_method
+    from splitbench.models.backbones import get_backbone
+    from splitbench.models.multitask import head_on_body
+
+    bodies = load_configs("multitask/imagenet_body.yaml", ["backbone.pretrained=false"])
+    assert [c.args().beta for c in bodies] == [0.32, 1.28, 5.12, 10.24, 20.48]
+    assert bodies[0].data.image_size == 416
+    ctx = BuildContext(bodies[0], 1000, torch.device("cpu"))
+    body = get_method("entropic_student").build_model(ctx, bodies[0].args(), get_backbone("resnet50", 1000))
+    heads = (("coco_detection_head", "detection", 81), ("voc_segmentation_head", "segmentation", 21))
+    for name, task, classes in heads:
+        configs = load_configs(f"multitask/{name}.yaml")
+        assert [c.args().body_run("resnet50") for c in configs] == [b.run_name() for b in bodies]
+        model = head_on_body(task, body, classes, configs[0].head_args(), 224)
+        assert model.trunk is body and model.stride == 32
+        levels = ["layer1", "layer2", "layer3", "layer4"] if task == "detection" else ["layer3", "layer4"]
+        assert model.levels == levels
