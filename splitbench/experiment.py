@@ -69,6 +69,14 @@ def teacher_run(config: ExperimentConfig) -> str | None:
     return None
 
 
+def unsplit_structure(ctx: BuildContext) -> torch.nn.Module:
+    """The unsplit detector/segmenter of ``ctx``'s config, to load saved weights into: built without
+    pretrained or user backbone weights, which the saved ones replace (nothing is downloaded)."""
+    backbone = ctx.config.backbone.model_copy(update={"pretrained": False, "weights": None})
+    config = ctx.config.model_copy(update={"backbone": backbone})
+    return get_method("classifier").build_model(BuildContext(config, ctx.num_classes, ctx.device, ctx.out), None, None)
+
+
 def load_teacher(config: ExperimentConfig, out: Path, ctx: BuildContext) -> StagedNetwork:
     """The trained unsplit model this config points at (``teacher.run`` in ``out``, or a file), frozen: the
     classifier, or for detection/segmentation the detector/segmenter of the same backbone and head."""
@@ -76,7 +84,7 @@ def load_teacher(config: ExperimentConfig, out: Path, ctx: BuildContext) -> Stag
     if config.task == "classification":
         teacher = get_backbone(b.name, ctx.num_classes, pretrained=b.pretrained, weights=b.weights)
     else:
-        teacher = get_method("classifier").build_model(ctx, None, None)
+        teacher = unsplit_structure(ctx)
     run = teacher_run(config)
     if config.teacher.checkpoint:
         path = Path(config.teacher.checkpoint)
@@ -190,7 +198,7 @@ def load_run_model(out: Path, run: str, device: torch.device) -> tuple[Experimen
     teacher = None
     if method.uses_teacher:  # only its structure: the run's weights replace it
         teacher = (get_backbone(config.backbone.name, ctx.num_classes) if config.task == "classification"
-                   else get_method("classifier").build_model(ctx, None, None))
+                   else unsplit_structure(ctx))
     model = method.build_model(ctx, config.args(), teacher)
     load_weights(model, path)
     return config, model.to(device).eval()
