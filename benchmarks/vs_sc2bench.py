@@ -167,7 +167,7 @@ def main() -> None:
         print(f"splitbench batch {batch:2d}: {rates[batch]:6.2f} images/s  ms/image: "
               + "  ".join(f"{k} {ms[batch][k] / n:.1f}" for k in steps)
               + f"  | the four protocol steps alone {protocol[batch]:.2f} images/s; evaluator extras "
-              f"(rate estimate re-runs the encoder, MAC count, top-5) {extras:.1f} ms/image")
+              f"(entropy-model rate estimate, MAC count, top-5) {extras:.1f} ms/image")
     print(f"data size per sample: splitbench {np.mean(sizes[1]):.1f} B (len(bitstream); entropy-model estimate "
           f"{sum(estimates) / n:.1f} B) vs sc2bench {np.mean(sc_sizes):.1f} B (sys.getsizeof(pickle)); "
           f"identical entropy-coded strings")

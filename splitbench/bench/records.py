@@ -34,10 +34,12 @@ METHOD_NAMES = {
     "end_to_end": "End-to-End",
     "cr_bq": "CR + BQ",
     "eb_finetune": "EB Fine-tune",
-    "neural_input": "Neural Input Codec",
-    "feature_compression": "Feature Compression",
-    "multi_task": "Multi-task",
-    "classifier": "Classifier",
+    "neural_codec": "Neural input codec",
+    "feature_codec": "Feature codec",
+    "naive_split": "Naive split",
+    "multitask": "Multi-task",
+    "multitask_head": "Multi-task head",
+    "classifier": "Unsplit model",
 }
 # Methods whose curve is named by the codec alone ("JPEG"), since the backbone is not the method.
 CODEC_METHODS = ("input_codec",)
