@@ -58,7 +58,7 @@ class MultiTaskModel(SplitModel):
         self.trunk = body
         self.heads = nn.ModuleDict({task: model.head for task, model in heads.items()})
         self.levels = {task: model.levels for task, model in heads.items()}
-        self.stride = max([32, *(model.stride for model in heads.values())])
+        self.stride = max(model.stride for model in heads.values())
 
     @property
     def coder(self):  # type: ignore[override]
