@@ -7,8 +7,8 @@ import pytest
 import torch
 import yaml
 from conftest import tiny_raw
+from test_cli import run
 
-from splitbench.cli import main
 from splitbench.compression.bitstream import BitstreamError, pack, unpack
 from splitbench.config import load_configs, validate
 from splitbench.errors import ConfigError
@@ -36,10 +36,6 @@ def task_raw(task: str, method: str = "classifier", **sections) -> dict:
     raw = tiny_raw(method, task=task, **{"head": HEADS[task], **sections})
     raw["eval"]["num_samples"] = 12
     return raw
-
-
-def run(*args):
-    return main(["--no-progress", *map(str, args)])
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from splitbench.methods.input_codec import InputCodecPipeline, RawPixels
 from splitbench.models.backbones import get_backbone
 from splitbench.models.staged import StagedNetwork
 from splitbench.models.task_model import build_task_model
+from splitbench.training.losses import task_losses
 from splitbench.training.module import TrainingModule
 
 
@@ -30,16 +31,26 @@ class ClassifierTraining(TrainingModule):
 
 
 class TaskTraining(TrainingModule):
-    """A detector/segmenter trained on its task loss (the sum of torchvision's detection losses, or CE + aux)."""
+    """A detector/segmenter trained on its task loss (the sum of torchvision's detection losses, or CE + aux).
+
+    With ``frozen_trunk`` only the head trains, on the trunk's test-time quantized latent (a multi-task
+    head on a shared Entropic Student body)."""
 
     stages = ("train",)
 
+    def __init__(self, model: nn.Module, frozen_trunk: bool = False) -> None:
+        super().__init__(model)
+        self.frozen_trunk = frozen_trunk
+
     def set_stage(self, stage: str) -> None:
         self.reset_frozen()
+        if self.frozen_trunk:
+            self.freeze(self.model.trunk)
 
     def forward(self, images, targets) -> dict[str, torch.Tensor]:
-        losses = self.model(images, targets)
-        return {"loss": sum(losses.values()), **losses}
+        _, losses, _, _ = self.model.run(images, targets, quantized=self.frozen_trunk)
+        logs = task_losses(losses)
+        return {"loss": logs["task"], **logs}
 
 
 @register_method

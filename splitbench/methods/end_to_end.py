@@ -18,11 +18,11 @@ from pydantic import Field
 from torch import nn
 
 from splitbench.methods.base import BuildContext, Method, MethodArgs, learned_pipeline, register_method
-from splitbench.methods.entropic_student import BottleneckArgs, build_student, task_losses
+from splitbench.methods.entropic_student import BottleneckArgs, build_student
 from splitbench.models.staged import StagedNetwork
 from splitbench.models.task_model import TaskModel
 from splitbench.pipeline import SplitPipeline
-from splitbench.training.losses import rate_bits
+from splitbench.training.losses import rate_bits, task_losses
 from splitbench.training.module import TrainingModule
 
 

@@ -33,7 +33,7 @@ from splitbench.models.bottleneck_classifier import BottleneckClassifier, build_
 from splitbench.models.staged import StagedNetwork
 from splitbench.models.task_model import TaskModel, pad_images, split_task_model
 from splitbench.pipeline import SplitPipeline
-from splitbench.training.losses import feature_distillation, kd_divergence, rate_bits
+from splitbench.training.losses import feature_distillation, kd_divergence, rate_bits, task_losses
 from splitbench.training.module import TrainingModule
 
 
@@ -65,11 +65,6 @@ def build_student(args: BottleneckArgs, teacher: StagedNetwork | TaskModel, imag
     else:
         student = make_trunk(backbone)
     return split_task_model(teacher, student) if isinstance(teacher, TaskModel) else student
-
-
-def task_losses(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A detector's/segmenter's losses summed into ``task``, each kept for the log."""
-    return {"task": sum(losses.values()), **losses}
 
 
 class EntropicStudentArgs(BottleneckArgs):

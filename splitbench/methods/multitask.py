@@ -16,6 +16,7 @@ from pydantic import Field
 from splitbench.config import format_run_name
 from splitbench.errors import ConfigError
 from splitbench.methods.base import BuildContext, Method, MethodArgs, learned_pipeline, register_method
+from splitbench.methods.classifier import TaskTraining
 from splitbench.models.multitask import compose, head_on_body
 from splitbench.pipeline import SplitPipeline
 from splitbench.training.module import TrainingModule
@@ -46,20 +47,6 @@ def _load_body(ctx: BuildContext, args: BodyArgs):
     return body
 
 
-class FrozenBodyHeadTraining(TrainingModule):
-    """Only the head trains, on the body's test-time quantized latent, with the task loss."""
-
-    stages = ("train",)
-
-    def set_stage(self, stage: str) -> None:
-        self.reset_frozen()
-        self.freeze(self.model.trunk)
-
-    def forward(self, images, targets):
-        _, losses, _, _ = self.model.run(images, targets, quantized=True)
-        return {"loss": sum(losses.values()), **losses}
-
-
 @register_method
 class MultiTaskHead(Method):
     """A detection or segmentation head trained on a frozen Entropic Student body (for ``multitask``)."""
@@ -80,7 +67,7 @@ class MultiTaskHead(Method):
                             ctx.config.data.image_size)
 
     def training_module(self, ctx, args, model, teacher) -> TrainingModule:
-        return FrozenBodyHeadTraining(model)
+        return TaskTraining(model, frozen_trunk=True)
 
     def pipeline(self, ctx, args, model, teacher) -> SplitPipeline:
         return learned_pipeline(model, ctx.device)
