@@ -210,3 +210,39 @@ def test_voc_missing_data_names_the_path(tmp_path: Path, voc_root: Path) -> None
         _voc(voc_root)
     with pytest.raises(DatasetNotFoundError, match="data.root"):
         get_dataset("voc", "val", task="segmentation")
+
+
+def test_coco_masks_of_voc_categories_for_segmentation(tmp_path: Path) -> None:
+    """COCO's instance masks painted as VOC class ids (person -> 15, car -> 7), other categories background,
+    overlaps and crowds 255; an image with no VOC category is left out."""
+
+    def rect(x1: int, y1: int, x2: int, y2: int) -> list[list[float]]:
+        return [[x1, y1, x2, y1, x2, y2, x1, y2]]
+
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": rect(2, 2, 8, 8), "bbox": [2, 2, 6, 6],
+         "area": 36, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 3, "segmentation": rect(6, 2, 12, 8), "bbox": [6, 2, 6, 6],
+         "area": 36, "iscrowd": 0},
+        {"id": 3, "image_id": 1, "category_id": 90, "segmentation": rect(14, 2, 18, 8), "bbox": [14, 2, 4, 6],
+         "area": 24, "iscrowd": 0},
+        {"id": 4, "image_id": 1, "category_id": 3, "segmentation": rect(2, 0, 12, 1), "bbox": [2, 0, 10, 1],
+         "area": 10, "iscrowd": 1},
+        {"id": 5, "image_id": 2, "category_id": 90, "segmentation": rect(1, 1, 5, 5), "bbox": [1, 1, 4, 4],
+         "area": 16, "iscrowd": 0},
+    ]
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2017").mkdir()
+    images = [(1, "a.jpg", 20, 10), (2, "b.jpg", 8, 8)]
+    for _, name, w, h in images:
+        Image.fromarray(np.zeros((h, w, 3), dtype=np.uint8)).save(tmp_path / "val2017" / name)
+    doc = {"images": [{"id": i, "file_name": n, "width": w, "height": h} for i, n, w, h in images],
+           "annotations": anns, "categories": [{"id": c, "name": str(c)} for c in (1, 3, 90)]}
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(doc))
+    dataset = get_dataset("coco", "val", task="segmentation", root=str(tmp_path))
+    assert len(dataset) == 1 and num_classes("coco", task="segmentation") == 21
+    image, mask = dataset[0]
+    assert image.shape == (3, 10, 20) and mask.shape == (10, 20) and mask.dtype == torch.int64
+    assert int(mask[5, 4]) == 15 and int(mask[5, 10]) == 7  # person, car in VOC's ids
+    assert int(mask[5, 7]) == 255 and int(mask[0, 5]) == 255  # claimed twice; crowd
+    assert int(mask[5, 16]) == 0 and int(mask[9, 1]) == 0  # a non-VOC category; nothing

@@ -98,6 +98,7 @@ def test_published_multitask_configs_build():
     """The ImageNet body (5 betas as published) and the COCO/VOC heads validate, and the heads build on a
     ResNet-50 FP-24 body (fresh weights; 224 px to keep it quick: the layers do not depend on the size)."""
     from splitbench.config import load_configs
+    from splitbench.data import num_classes
     from splitbench.methods import BuildContext, get_method
     from splitbench.models.backbones import get_backbone
     from splitbench.models.multitask import head_on_body
@@ -107,11 +108,44 @@ def test_published_multitask_configs_build():
     assert bodies[0].data.image_size == 416
     ctx = BuildContext(bodies[0], 1000, torch.device("cpu"))
     body = get_method("entropic_student").build_model(ctx, bodies[0].args(), get_backbone("resnet50", 1000))
-    heads = (("coco_detection_head", "detection", 81), ("voc_segmentation_head", "segmentation", 21))
+    heads = (("coco_detection_head", "detection", 81), ("coco_segmentation_head", "segmentation", 21),
+             ("voc_segmentation_head", "segmentation", 21))
     for name, task, classes in heads:
         configs = load_configs(f"multitask/{name}.yaml")
         assert [c.args().body_run("resnet50") for c in configs] == [b.run_name() for b in bodies]
+        assert num_classes(configs[0].data.dataset, task=task) == classes
         model = head_on_body(task, body, classes, configs[0].head_args(), 224)
         assert model.trunk is body and model.stride == 32
         levels = ["layer1", "layer2", "layer3", "layer4"] if task == "detection" else ["layer3", "layer4"]
         assert model.levels == levels
+
+
+def test_two_stage_segmentation_head_starts_from_its_pretrain_run(mt_out, tmp_path):
+    """The published recipe: a -pretrain run first (COCO's masks; here shapes), then the final head starts
+    from its weights; the final run is the one ``multitask`` composes."""
+    from splitbench.experiment import load_run_model
+
+    shutil.copytree(mt_out, tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "multitask_head-fp-resnet10n-segmentation-beta0.1")
+    first = validate({**head_raw("segmentation"), "method_args": {**BODY, "pretrain": True}})
+    assert first.run_name() == "multitask_head-fp-pretrain-resnet10n-segmentation-beta0.1"
+    train_experiment(first, tmp_path, progress=False)
+    second = head_raw("segmentation")
+    second["method_args"] = {**BODY, "from_pretrain": True}
+    second["train"]["stages"][0]["epochs"] = 1
+    second["train"]["max_steps_per_epoch"] = 1
+    second["train"]["stages"][0]["optimizer"]["lr"] = 1e-12  # one near-zero step: the weights stay the start's
+    train_experiment(validate(second), tmp_path, progress=False)
+    _, pre = load_run_model(tmp_path, first.run_name(), torch.device("cpu"))
+    _, final = load_run_model(tmp_path, "multitask_head-fp-resnet10n-segmentation-beta0.1", torch.device("cpu"))
+    w_pre, w_final = pre.head.classifier[-1].weight, final.head.classifier[-1].weight
+    assert torch.allclose(w_pre, w_final, atol=1e-6)
+    # ... and not where a head starts without the first stage (the trainer seeds before building)
+    from splitbench.experiment import _context
+    from splitbench.methods import get_method
+
+    config = validate(second)
+    torch.manual_seed(config.train.seed)
+    start = get_method("multitask_head").build_model(_context(config, torch.device("cpu"), tmp_path), config.args(),
+                                                      None)
+    assert not torch.allclose(start.head.classifier[-1].weight, w_final, atol=1e-3)

@@ -138,20 +138,28 @@ def coco_paths(root: str | None, split: str) -> tuple[Path, Path]:
 def _build(
     split: str,
     *,
+    task: str,
     root: str | None,
     image_size: int | None,
     num_samples: int | None,
     seed: int,
     train_transforms: bool,
-    **_ignored: Any,  # task is always detection; download: COCO is never fetched (see GET_IT)
+    **_ignored: Any,  # download: COCO is never fetched (see GET_IT)
 ) -> Dataset:
     image_dir, annotation_file = coco_paths(root, split)
-    dataset = CocoDetection(image_dir, annotation_file, image_size=image_size, train=train_transforms)
+    if task == "segmentation":  # the masks of VOC's 20 categories, for segmenters pretrained on COCO
+        from splitbench.data.voc import CocoVOCMasks
+
+        dataset = CocoVOCMasks(image_dir, annotation_file, image_size=image_size, train=train_transforms)
+    else:
+        dataset = CocoDetection(image_dir, annotation_file, image_size=image_size, train=train_transforms)
     return _subset(dataset, num_samples, seed)
 
 
 register_dataset(
     "coco",
-    DatasetSpec(build=_build, splits=SPLITS, classes=NUM_CLASSES, tasks=("detection",)),
-    help="COCO 2017 instances, detection (81 classes with background; needs root, never downloads)",
+    DatasetSpec(build=_build, splits=SPLITS, classes=NUM_CLASSES, tasks=("detection", "segmentation"),
+                task_classes=(("segmentation", 21),)),
+    help="COCO 2017 instances: detection (81 classes with background), or segmentation masks of VOC's 20 "
+         "categories (21 classes); needs root, never downloads",
 )

@@ -46,6 +46,9 @@ CLASSES = (
     "tvmonitor",
 )
 IGNORE_INDEX = 255
+# COCO category ids of VOC's 20 classes, in VOC's order (the mapping torchvision's segmentation reference
+# uses to train on COCO's masks): aeroplane = COCO 5 (airplane), bicycle = 2, ... tvmonitor = 72 (tv).
+COCO_CATEGORIES_OF_VOC = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
 DEFAULT_CROP = 480  # train crop when no image_size is given (torchvision's segmentation reference)
 SCALE_RANGE = (0.5, 2.0)  # train: shorter side drawn from this range times the crop size
 VOC_DIR = Path("VOCdevkit") / "VOC2012"
@@ -123,6 +126,47 @@ class VOCSegmentation(Dataset):
 
     def __repr__(self) -> str:
         return f"VOCSegmentation(n={len(self)}, image_size={self.image_size}, train={self.train})"
+
+
+class CocoVOCMasks(VOCSegmentation):
+    """COCO images as VOC segmentation samples: the instance masks of VOC's 20 categories painted with VOC
+    class ids (other categories are background); crowd regions and pixels two instances claim are 255.
+    Images with none of those categories are left out. Same transforms as VOC."""
+
+    def __init__(self, image_dir: str | Path, annotation_file: str | Path, *, image_size: int | None = None,
+                 train: bool = False) -> None:
+        import contextlib
+        import io
+
+        from pycocotools.coco import COCO
+
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            self.coco = COCO(str(annotation_file))
+        self.label_of_category = {cat: label for label, cat in enumerate(COCO_CATEGORIES_OF_VOC, start=1)}
+        self.coco_ids = [i for i in sorted(self.coco.imgs) if any(
+            a["category_id"] in self.label_of_category for a in self.coco.imgToAnns.get(i, []))]
+        files = [str(Path(image_dir) / self.coco.imgs[i]["file_name"]) for i in self.coco_ids]
+        super().__init__(files, files, image_size=image_size, train=train)
+
+    def _load(self, index: int) -> tuple[Image.Image, Image.Image]:
+        info = self.coco.imgs[self.coco_ids[index]]
+        with Image.open(self.images[index]) as image_file:
+            image = image_file.convert("RGB")
+        mask = np.zeros((info["height"], info["width"]), dtype=np.uint8)
+        claims = np.zeros_like(mask)
+        ignore = np.zeros(mask.shape, dtype=bool)
+        for ann in self.coco.imgToAnns.get(info["id"], []):
+            label = self.label_of_category.get(ann["category_id"])
+            if label is None:
+                continue
+            region = self.coco.annToMask(ann).astype(bool)
+            if ann.get("iscrowd", 0):
+                ignore |= region
+                continue
+            mask[region] = label
+            claims += region
+        mask[(claims > 1) | ignore] = IGNORE_INDEX
+        return image, Image.fromarray(mask, mode="L")
 
 
 def _check_layout(root: Path, split: str) -> None:

@@ -3,8 +3,10 @@
 Recipe: the body is an Entropic Student classifier, trained as usual (``entropic_student``, its run
 ``entropic_student-<variant>-<backbone>-beta<β>`` in the same --out). ``multitask_head`` then trains
 one detection or segmentation head on that body, frozen, on the test-time quantized latent.
-``multitask`` trains nothing: it composes the body and the head runs of the same β (checking they
-share the body's weights) and evaluates every task from the same bitstream.
+Segmentation can take two runs, as published: ``pretrain: true`` on the detection dataset's
+masks (COCO), then ``from_pretrain: true`` on the segmentation set (VOC). ``multitask`` trains
+nothing: it composes the body and the head runs of the same β (checking they share the body's
+weights) and evaluates every task from the same bitstream.
 """
 
 from __future__ import annotations
@@ -47,17 +49,24 @@ def _load_body(ctx: BuildContext, args: BodyArgs):
     return body
 
 
+class HeadArgs(BodyArgs):
+    pretrain: bool = Field(False, description="this run is a first stage (e.g. COCO's masks): its run name ends "
+                                              "the variant with -pretrain and `multitask` does not use it")
+    from_pretrain: bool = Field(False, description="start the head from the -pretrain run of the same beta "
+                                                   "(the published two-stage segmentation recipe)")
+
+
 @register_method
 class MultiTaskHead(Method):
     """A detection or segmentation head trained on a frozen Entropic Student body (for ``multitask``)."""
 
     name = "multitask_head"
-    Args: ClassVar = BodyArgs
+    Args: ClassVar = HeadArgs
     stages = ("train",)
     tasks = HEAD_TASKS
 
-    def variant(self, args: BodyArgs) -> str:
-        return args.variant
+    def variant(self, args: HeadArgs) -> str:
+        return f"{args.variant}-pretrain" if args.pretrain else args.variant
 
     def rate_param(self, args: BodyArgs) -> dict:
         return {"beta": args.beta}
@@ -66,7 +75,14 @@ class MultiTaskHead(Method):
         return head_on_body(ctx.config.task, _load_body(ctx, args), ctx.num_classes, ctx.head_args,
                             ctx.config.data.image_size)
 
-    def training_module(self, ctx, args, model, teacher) -> TrainingModule:
+    def training_module(self, ctx, args: HeadArgs, model, teacher) -> TrainingModule:
+        if args.from_pretrain:  # only when training starts: a resumed run's checkpoint replaces these weights
+            from splitbench.experiment import load_run_model
+
+            run = format_run_name(self.name, f"{args.variant}-pretrain", ctx.config.backbone.name,
+                                  ctx.config.task, self.rate_param(args))
+            _, first = load_run_model(ctx.out, run, ctx.device)
+            model.head.load_state_dict(first.head.state_dict())
         return TaskTraining(model, frozen_trunk=True)
 
     def pipeline(self, ctx, args, model, teacher) -> SplitPipeline:
