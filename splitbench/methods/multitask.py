@@ -49,7 +49,7 @@ def _load_body(ctx: BuildContext, args: BodyArgs):
     return body
 
 
-class HeadArgs(BodyArgs):
+class MultiTaskHeadArgs(BodyArgs):
     pretrain: bool = Field(False, description="this run is a first stage (e.g. COCO's masks): its run name ends "
                                               "the variant with -pretrain and `multitask` does not use it")
     from_pretrain: bool = Field(False, description="start the head from the -pretrain run of the same beta "
@@ -61,11 +61,11 @@ class MultiTaskHead(Method):
     """A detection or segmentation head trained on a frozen Entropic Student body (for ``multitask``)."""
 
     name = "multitask_head"
-    Args: ClassVar = HeadArgs
+    Args: ClassVar = MultiTaskHeadArgs
     stages = ("train",)
     tasks = HEAD_TASKS
 
-    def variant(self, args: HeadArgs) -> str:
+    def variant(self, args: MultiTaskHeadArgs) -> str:
         return f"{args.variant}-pretrain" if args.pretrain else args.variant
 
     def rate_param(self, args: BodyArgs) -> dict:
@@ -75,7 +75,7 @@ class MultiTaskHead(Method):
         return head_on_body(ctx.config.task, _load_body(ctx, args), ctx.num_classes, ctx.head_args,
                             ctx.config.data.image_size)
 
-    def training_module(self, ctx, args: HeadArgs, model, teacher) -> TrainingModule:
+    def training_module(self, ctx, args: MultiTaskHeadArgs, model, teacher) -> TrainingModule:
         if args.from_pretrain:  # only when training starts: a resumed run's checkpoint replaces these weights
             from splitbench.experiment import load_run_model
 
