@@ -14,7 +14,7 @@ import torch
 
 from splitbench.compression.bitstream import BitstreamError, pack, unpack
 from splitbench.compression.latent_coders import bits_per_sample
-from splitbench.models.task_model import TaskModel, group_by_size, pad_images
+from splitbench.models.task_model import TaskModel, group_by_size, pad_images, padded_size
 from splitbench.pipeline import LearnedPipeline
 
 Group = tuple[list[int], list[tuple[int, int]], torch.Tensor]  # sample indices, image sizes, latent
@@ -22,6 +22,12 @@ Group = tuple[list[int], list[tuple[int, int]], torch.Tensor]  # sample indices,
 
 class TaskPipeline(LearnedPipeline):
     model: TaskModel
+
+    def __init__(self, model: TaskModel, device: torch.device | str = "cpu") -> None:
+        super().__init__(model, device)
+        # The encoder on the meta device: latent shapes per padded image size, without computing anything.
+        self._meta_encoder = copy.deepcopy(self.model.mobile_network()).to("meta")
+        self._latent_shapes: dict[tuple[int, int], tuple[int, int]] = {}
 
     @torch.no_grad()
     def mobile_forward(self, images: torch.Tensor | list[torch.Tensor]) -> list[Group]:
@@ -57,10 +63,7 @@ class TaskPipeline(LearnedPipeline):
     def _latent_shape(self, size: tuple[int, int]) -> tuple[int, int]:
         """The latent's (h, w) for an image of ``size``: the encoder run on the meta device (shapes only, no
         compute), once per padded size."""
-        padded = tuple(-(-s // self.model.stride) * self.model.stride for s in size)
-        if not hasattr(self, "_meta_encoder"):
-            self._meta_encoder = copy.deepcopy(self.model.mobile_network()).to("meta")
-            self._latent_shapes: dict[tuple[int, ...], tuple[int, int]] = {}
+        padded = padded_size([size], self.model.stride)
         if padded not in self._latent_shapes:
             with torch.no_grad():
                 y = self._meta_encoder(torch.empty(1, 3, *padded, device="meta"))

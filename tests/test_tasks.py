@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,7 +84,7 @@ def test_config_errors_name_the_key_the_task_and_the_run():
         validate(tiny_raw(head={"channels": 8}))
     config = validate(tiny_raw("eb_finetune", task="detection", method_args={"beta": 0.1}))
     with pytest.raises(ConfigError, match="does not implement task 'detection'; it does: classification"):
-        train_experiment(config, __import__("pathlib").Path("/nonexistent"), progress=False)
+        train_experiment(config, Path("/nonexistent"), progress=False)
 
 
 def test_init_run_must_be_a_trained_classifier(tmp_path, task_out):

@@ -9,14 +9,12 @@ so :func:`compose` can check that every head was trained on the same encoder bef
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from splitbench.errors import CheckpointError, ConfigError
 from splitbench.models.bottleneck_classifier import BottleneckClassifier
-from splitbench.models.task_model import HEADS, HeadArgs, SegmentationHeadArgs, TaskModel
+from splitbench.models.task_model import HEADS, HeadArgs, SegmentationHeadArgs, TaskModel, padded_size
 from splitbench.pipeline import SplitModel
 
 
@@ -74,7 +72,7 @@ class MultiTaskModel(SplitModel):
     def server_forward_sized(self, y_hat: torch.Tensor, sizes: list[tuple[int, int]]) -> list[dict]:
         """One decoded latent → every task's prediction for each image (the body runs once)."""
         tapped = self.trunk.decode_features(y_hat)
-        padded = tuple(math.ceil(max(s[i] for s in sizes) / self.stride) * self.stride for i in (0, 1))
+        padded = padded_size(sizes, self.stride)
         logits = tapped[self.trunk.tail_stages[-1]]
         out = [{"classification": row} for row in logits]
         for task, head in self.heads.items():

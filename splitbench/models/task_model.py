@@ -80,6 +80,11 @@ HEAD_SCHEMAS: dict[str, type[HeadArgs]] = {"detection": DetectionHeadArgs, "segm
 # ---------------------------------------------------------------- images
 
 
+def padded_size(sizes: list[tuple[int, int]], stride: int) -> tuple[int, int]:
+    """The batch's largest (h, w) rounded up to a multiple of ``stride``."""
+    return tuple(math.ceil(max(s[i] for s in sizes) / stride) * stride for i in (0, 1))  # type: ignore[return-value]
+
+
 def pad_images(images: Images, stride: int, fill: float = 0.0) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """One (B, C, H, W) tensor, each image zero-padded bottom/right to the batch's largest size rounded up
     to ``stride``; and each image's own (h, w). (torchvision's GeneralizedRCNNTransform also resizes and
@@ -87,8 +92,7 @@ def pad_images(images: Images, stride: int, fill: float = 0.0) -> tuple[torch.Te
     if isinstance(images, torch.Tensor) and images.dim() == 3:
         images = [images]
     sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-    h = math.ceil(max(s[0] for s in sizes) / stride) * stride
-    w = math.ceil(max(s[1] for s in sizes) / stride) * stride
+    h, w = padded_size(sizes, stride)
     if isinstance(images, torch.Tensor) and images.shape[-2:] == (h, w):
         return images, sizes
     batch = images[0].new_full((len(images), images[0].shape[0], h, w), fill)
@@ -208,8 +212,9 @@ class SegmentationHead(nn.Module):
             if self.aux is not None and self.training:
                 aux = F.interpolate(self.aux(features[-2]), size=padded, mode="bilinear", align_corners=False)
                 losses["loss_aux"] = self.aux_weight * F.cross_entropy(aux, masks, ignore_index=IGNORE_INDEX)
-        predictions = [lg[:, :h, :w].argmax(0) for lg, (h, w) in zip(logits, sizes, strict=True)]
-        return predictions, losses
+        if self.training:  # like torchvision's heads: losses only, no predictions to compute
+            return [], losses
+        return [lg[:, :h, :w].argmax(0) for lg, (h, w) in zip(logits, sizes, strict=True)], losses
 
 
 HEADS: dict[str, type[nn.Module]] = {"detection": DetectionHead, "segmentation": SegmentationHead}
@@ -269,8 +274,7 @@ class TaskModel(SplitModel):
     def server_forward_sized(self, y_hat: torch.Tensor, sizes: list[tuple[int, int]]) -> list:
         """The server side of a split trunk: decoded latent → predictions for images of these sizes."""
         tapped = self.trunk.decode_features(y_hat)
-        padded = tuple(math.ceil(s / self.stride) * self.stride for s in (max(h for h, _ in sizes),
-                                                                         max(w for _, w in sizes)))
+        padded = padded_size(sizes, self.stride)
         return self.run_head(tapped, sizes, padded)[0]
 
 
