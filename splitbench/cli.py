@@ -37,8 +37,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from splitbench.data import DATASETS
     from splitbench.methods import METHODS
     from splitbench.models import BACKBONES
+    from splitbench.tasks import TASKS
 
-    registry = {"methods": METHODS, "backbones": BACKBONES, "datasets": DATASETS, "codecs": CODECS}[args.what]
+    registry = {"methods": METHODS, "backbones": BACKBONES, "datasets": DATASETS, "codecs": CODECS,
+                "tasks": TASKS}[args.what]
     table = Table(title=f"splitbench {args.what}")
     table.add_column("name", style="bold")
     table.add_column("description")
@@ -49,8 +51,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from splitbench.config import load_configs
-    from splitbench.experiment import train_experiment
+    from splitbench.experiment import load_configs
+    from splitbench.runs import train_experiment
 
     configs = load_configs(args.config, args.overrides)
     for i, config in enumerate(configs, 1):
@@ -61,19 +63,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from splitbench.bench.records import DEFAULT_METRIC, metric_label
-    from splitbench.config import load_configs
-    from splitbench.experiment import evaluate_experiment
+    from splitbench.bench.records import headline
+    from splitbench.experiment import load_configs
+    from splitbench.runs import evaluate_experiment
 
     configs = load_configs(args.config, args.overrides)
     if args.checkpoint and len(configs) > 1:
         raise SplitbenchError("--checkpoint names one model, but the config sweeps several points")
     for config in configs:
         record = evaluate_experiment(config, args.out, checkpoint=args.checkpoint, progress=not args.no_progress)
-        metric = DEFAULT_METRIC[record["task"]]
-        log.info("%s: %s %.2f%%  %.0f B/sample  encoder %.3f MiB", record["run"], metric_label(metric),
-                 100 * record["metrics"][metric], record["data_size"]["bytes_mean"],
-                 record["encoder"]["size_bits"] / 8 / 2**20)
+        mib = record["encoder"]["size_bits"] / 8 / 2**20
+        log.info("%s: %s, encoder %.3f MiB", record["run"], headline(record), mib)
     log.info("records appended to %s", args.out / "results.jsonl")
     return 0
 
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("list", help="what the registries hold")
-    p.add_argument("what", choices=["methods", "backbones", "datasets", "codecs"])
+    p.add_argument("what", choices=["methods", "backbones", "datasets", "codecs", "tasks"])
     p.set_defaults(func=cmd_list)
     return parser
 

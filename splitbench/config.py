@@ -1,10 +1,14 @@
-"""Experiment configs: YAML in, validated pydantic models out, with errors that say what to fix.
+"""Experiment configs: the schema and the YAML loading, with errors that say what to fix.
 
 * ``yaml.safe_load`` only: a shared config cannot run code.
 * ``base: other.yaml`` inherits (paths relative to the file; dicts merge, other values replace).
 * ``--set a.b=value`` overrides (value parsed as YAML, so ``0.5``, ``[1, 2]`` and ``true`` work).
 * ``sweep: {method_args.beta: [0.1, 0.2]}`` expands one file into one config per point.
 * Every key is validated; a typo fails naming the key, the allowed ones and the closest match.
+
+This module is schema and loading only: the sections that depend on the method (``method_args``)
+and the task (``task``, ``head``) are validated against their registries by
+:mod:`splitbench.experiment`, which is what commands load configs with.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from splitbench.errors import ConfigError
 
@@ -110,17 +114,10 @@ class EvalConfig(Strict):
     device: str = "auto"
 
 
-def format_run_name(method: str, variant: str, backbone: str, task: str, rate_param: dict) -> str:
-    """A run's folder name: method, variant, backbone, task (unless classification), rate parameters."""
-    parts = [method, variant, backbone, "" if task == "classification" else task]
-    parts += [f"{k}{v}" for k, v in rate_param.items()]
-    return "-".join(str(p) for p in parts if p)
-
-
 class ExperimentConfig(Strict):
     name: str | None = None
     method: str
-    task: Literal["classification", "detection", "segmentation", "multitask"] = "classification"
+    task: str = Field("classification", description="a name in the task registry (splitbench list tasks)")
     data: DataConfig = DataConfig()
     backbone: BackboneConfig
     teacher: TeacherConfig = TeacherConfig()
@@ -128,48 +125,6 @@ class ExperimentConfig(Strict):
     head: dict[str, Any] | None = Field(None, description="the task head's settings (detection, segmentation)")
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from splitbench.methods import METHODS
-
-        METHODS.get(value)  # raises with the known names
-        return value
-
-    def head_args(self) -> BaseModel | None:
-        """``head`` validated by the task's head schema (None for classification, whose head is the backbone's)."""
-        from splitbench.models.task_model import HEAD_SCHEMAS
-
-        if self.task not in HEAD_SCHEMAS:
-            if self.head:
-                raise ConfigError(f"head: task {self.task!r} has no head settings (they belong to "
-                                  f"{', '.join(HEAD_SCHEMAS)})")
-            return None
-        schema = HEAD_SCHEMAS[self.task]
-        try:
-            return schema.model_validate(self.head or {})
-        except ValidationError as error:
-            raise ConfigError(_format_errors(error, schema, prefix="head")) from None
-
-    def args(self) -> BaseModel:
-        """``method_args`` validated by the method's own schema."""
-        from splitbench.methods import get_method
-
-        schema = get_method(self.method).Args
-        try:
-            return schema.model_validate(self.method_args)
-        except ValidationError as error:
-            raise ConfigError(_format_errors(error, schema, prefix="method_args")) from None
-
-    def run_name(self) -> str:
-        if self.name:
-            return self.name
-        from splitbench.methods import get_method
-
-        method = get_method(self.method)
-        return format_run_name(self.method, method.variant(self.args()), self.backbone.name, self.task,
-                               method.rate_param(self.args()))
 
     def hash(self) -> str:
         """Identity of the experiment (excludes nothing: any change is a different point).
@@ -271,7 +226,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _pin_swept(raw: dict, overrides: list[str]) -> dict:
+def pin_swept(raw: dict, overrides: list[str]) -> dict:
     """An override of a swept key pins it: that sweep dimension disappears."""
     sweep = raw.get("sweep")
     if not isinstance(sweep, dict):
@@ -314,7 +269,7 @@ def _allowed_keys(schema: type[BaseModel], loc: tuple) -> list[str]:
     return sorted(model.model_fields) if model is not None and hasattr(model, "model_fields") else []
 
 
-def _format_errors(error: ValidationError, schema: type[BaseModel], prefix: str = "") -> str:
+def format_errors(error: ValidationError, schema: type[BaseModel], prefix: str = "") -> str:
     lines = []
     for item in error.errors():
         loc = tuple(item["loc"])
@@ -331,20 +286,18 @@ def _format_errors(error: ValidationError, schema: type[BaseModel], prefix: str 
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def validate(raw: dict, source: str = "config") -> ExperimentConfig:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_section(schema: type[M], data: Any, prefix: str) -> M:
+    """``data`` validated by ``schema``; errors name the keys under ``prefix`` (e.g. ``method_args.beta``)."""
     try:
-        config = ExperimentConfig.model_validate(raw)
+        return schema.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {_format_errors(error, ExperimentConfig)}") from None
-    # Store the validated arguments (defaults filled, types coerced), so a point's hash does not
-    # depend on how a value was written.
-    config.method_args = config.args().model_dump(mode="json")
-    head = config.head_args()
-    config.head = None if head is None else head.model_dump(mode="json")
-    return config
+        raise ConfigError(format_errors(error, schema, prefix=prefix)) from None
 
 
-def load_configs(path: str | Path, overrides: list[str] = ()) -> list[ExperimentConfig]:
-    """Everything a command needs: file → base chain → overrides → sweep points → validated configs."""
-    raw = apply_overrides(_pin_swept(load_raw(path), list(overrides)), list(overrides))
-    return [validate(point, str(path)) for point in expand_sweep(raw)]
+def load_points(path: str | Path, overrides: list[str] = ()) -> list[dict]:
+    """File → base chain → overrides → one raw config per sweep point (validated by the caller)."""
+    raw = apply_overrides(pin_swept(load_raw(path), list(overrides)), list(overrides))
+    return expand_sweep(raw)

@@ -49,8 +49,8 @@ def tiny_raw(method: str = "classifier", **sections) -> dict:
 @pytest.fixture(scope="session")
 def trained_teacher(tmp_path_factory):
     """A teacher trained once per session in its own --out; tests copy or point at it."""
-    from splitbench.config import validate
-    from splitbench.experiment import train_experiment
+    from splitbench.experiment import validate
+    from splitbench.runs import train_experiment
 
     out = tmp_path_factory.mktemp("teacher_out")
     train_experiment(validate(tiny_raw()), out, progress=False)

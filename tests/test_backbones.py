@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from splitbench.compression.bottleneck import BottleneckShapeError
-from splitbench.compression.latent_coders import FactorizedPrior
 from splitbench.models import SplitPointError, get_backbone
 from splitbench.models.backbones import (
     LAYOUTS,
@@ -18,8 +17,8 @@ from splitbench.models.backbones import (
     features_layout,
     stage,
 )
-from splitbench.models.bottleneck_classifier import build_bottleneck_classifier
-from splitbench.pipeline import LearnedPipeline
+from splitbench.models.builders import BottleneckArgs, bottleneck_student, classifier_network
+from splitbench.pipelines import LearnedPipeline
 from splitbench.registry import UnknownNameError
 
 SIZE = 64
@@ -85,16 +84,17 @@ def test_each_family_splits_and_takes_a_stride_4_student(name):
     c, h, w = net.stage_shapes(SIZE)[split]
     assert SIZE // w == 4
 
-    student = build_bottleneck_classifier(net, split, SIZE, FactorizedPrior(24))
-    logits, features, _ = student(x.expand(2, -1, -1, -1))  # training mode: ResNeSt's attention BN needs 2
-    assert logits.shape == (2, 10) and features[split].shape == (2, c, h, w)
-    student.coder.update()
+    teacher = classifier_network(net, SIZE)
+    student = bottleneck_student(teacher, BottleneckArgs(split_after=split, channels=24), SIZE)
+    out = student(x.expand(2, -1, -1, -1))  # training mode: ResNeSt's attention BN needs 2
+    assert out.predictions["classification"].shape == (2, 10) and out.features[split].shape == (2, c, h, w)
+    student.trunk.coder.update()
     pipeline = LearnedPipeline(student)
     assert pipeline.server(pipeline.mobile(x)).shape == (1, 10)
 
     # One hidden decoder layer cannot undo the encoder's 2×2 conv: the error names both shapes.
     with pytest.raises(BottleneckShapeError, match=rf"\({c}, {h - 1}, {w - 1}\).*\({c}, {h}, {w}\)"):
-        build_bottleneck_classifier(net, split, SIZE, FactorizedPrior(24), decoder_channels=[c])
+        bottleneck_student(teacher, BottleneckArgs(split_after=split, channels=24, decoder_channels=[c]), SIZE)
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -108,7 +108,7 @@ def test_unknown_names_list_the_valid_ones():
     with pytest.raises(SplitPointError, match="valid: stem, stage1, stage2, stage3, stage4$"):
         net.check_split_point("layer1")
     with pytest.raises(SplitPointError, match="valid: stem, stage1"):
-        build_bottleneck_classifier(net, "head", SIZE, FactorizedPrior(8))
+        bottleneck_student(classifier_network(net, SIZE), BottleneckArgs(split_after="head", channels=8), SIZE)
 
 
 def test_any_timm_or_torchvision_cnn_by_prefix():

@@ -60,8 +60,8 @@ def test_train_evaluate_report_end_to_end(trained, tmp_path):
 
 
 def test_byte_counts_are_exact_at_any_batch_size(trained, tmp_path):
-    from splitbench.config import load_configs
-    from splitbench.experiment import build_pipeline, evaluate_experiment
+    from splitbench.experiment import load_configs
+    from splitbench.runs import build_pipeline, evaluate_experiment
 
     out, student = trained
     sizes = {}

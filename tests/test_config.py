@@ -1,7 +1,7 @@
 import pytest
 
-from splitbench.config import load_configs
 from splitbench.errors import ConfigError
+from splitbench.experiment import load_configs
 from splitbench.registry import UnknownNameError
 
 

@@ -9,12 +9,13 @@ import pytest
 import torch
 from conftest import tiny_raw
 
+from splitbench.compression.bitstream import pack
 from splitbench.compression.bottleneck import BottleneckShapeError
 from splitbench.compression.latent_coders import Quantize8Bit
-from splitbench.config import validate
 from splitbench.data import get_dataset
 from splitbench.errors import ConfigError
-from splitbench.experiment import WEIGHTS, build_pipeline, evaluate_experiment, train_experiment
+from splitbench.experiment import validate
+from splitbench.runs import WEIGHTS, build_pipeline, evaluate_experiment, train_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -46,14 +47,17 @@ def test_larger_resnet_trains_and_evaluates(split_after, latent_side, trained_te
     pipeline = build_pipeline(cfg, tmp_path, CPU)
     data = get_dataset("shapes", "val", image_size=32, num_samples=8)
     images = torch.stack([data[i][0] for i in range(8)])
-    latent = pipeline.mobile_forward(images)
-    payloads = pipeline.encode(latent)
+    groups = pipeline.mobile_forward(images)
+    payloads = pipeline.encode(groups)
     assert np.mean([len(p) for p in payloads]) == record["data_size"]["bytes_mean"]
+    coder = pipeline.network.trunk.coder
     with torch.no_grad():
-        assert torch.equal(pipeline.decode(payloads), pipeline.model.coder.quantize(latent))
-    assert pipeline.encode(latent[:3]) == payloads[:3]
-    assert isinstance(pipeline.model.coder, Quantize8Bit) and pipeline.model.coder.integer_zero_point
-    assert record["encoder"]["params"] == sum(p.numel() for p in pipeline.model.bottleneck.encoder.parameters())
+        assert torch.equal(pipeline.decode(payloads)[0].latent, coder.quantize(groups[0].latent))
+    first = groups[0]._replace(indices=[0, 1, 2], sizes=groups[0].sizes[:3], latent=groups[0].latent[:3])
+    assert pipeline.encode([first]) == payloads[:3]
+    assert isinstance(coder, Quantize8Bit) and coder.integer_zero_point
+    encoder = pipeline.network.trunk.bottleneck.encoder
+    assert record["encoder"]["params"] == sum(p.numel() for p in encoder.parameters())
 
 
 def test_larger_resnet_bad_settings(trained_teacher):
@@ -70,9 +74,9 @@ def test_integer_zero_point_format():
     coder = Quantize8Bit(2, integer_zero_point=True).eval()
     y = torch.randn(3, 2, 4, 4)
     y[1] += 10  # all positive: the zero point clamps to 0
-    payloads = coder.compress(y)
-    assert all(len(p) == 6 + 5 + 32 for p in payloads)
-    assert torch.equal(coder.decompress(payloads), coder.quantize(y))
+    strings = coder.compress(y)
+    assert all(len(pack((4, 4), s)) == 6 + 5 + 32 for s in strings)
+    assert torch.equal(coder.decompress(strings, (4, 4)), coder.quantize(y))
     scale, zero_point = coder._params(y)
     assert zero_point[1].item() == 0 and torch.equal(zero_point, zero_point.floor())
-    assert coder.decompress(payloads)[1].min() > 0
+    assert coder.decompress(strings, (4, 4))[1].min() > 0

@@ -12,7 +12,6 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from splitbench.data import (
-    TASKS,
     DatasetNotFoundError,
     ShapesDataset,
     collate_detection,
@@ -20,7 +19,7 @@ from splitbench.data import (
     list_datasets,
     num_classes,
 )
-from splitbench.data.shapes import CLASSES, generate
+from splitbench.data.shapes import CLASSES, TASKS, generate
 from splitbench.registry import UnknownNameError
 
 

@@ -9,11 +9,12 @@ import torch
 from conftest import tiny_raw
 
 from splitbench.codecs import FeatureCodec, get_codec
-from splitbench.config import validate
 from splitbench.data import get_dataset
-from splitbench.experiment import build_pipeline, evaluate_experiment
-from splitbench.methods.feature_codec import FeatureCodecPipeline, head_of
+from splitbench.experiment import validate
 from splitbench.models.backbones import get_backbone
+from splitbench.models.builders import classifier_network
+from splitbench.pipelines import FeatureCodecPipeline
+from splitbench.runs import build_pipeline, evaluate_experiment
 
 CPU = torch.device("cpu")
 
@@ -29,7 +30,8 @@ def val_images(n: int = 8) -> torch.Tensor:
 
 
 def test_signed_features_round_trip():
-    pipeline = FeatureCodecPipeline(FeatureCodec(get_codec("png", 6)), get_backbone("resnet10n", 4), "layer2", CPU)
+    teacher = classifier_network(get_backbone("resnet10n", 4), 32)
+    pipeline = FeatureCodecPipeline(FeatureCodec(get_codec("png", 6)), teacher, "layer2", CPU)
     rng = np.random.default_rng(0)
     features = [(rng.normal(size=(64, 4, 4)) * 3 - 5).astype(np.float32) for _ in range(3)]
     features[0][7] -= 40  # an all-negative channel
@@ -41,14 +43,13 @@ def test_signed_features_round_trip():
 
 
 def test_nearly_lossless_features_keep_the_teachers_predictions():
-    teacher = get_backbone("resnet10n", 4).eval()
+    teacher = classifier_network(get_backbone("resnet10n", 4), 32).eval()
     pipeline = FeatureCodecPipeline(FeatureCodec(get_codec("png", 6)), teacher, "layer1", CPU)
     images = val_images()
     logits = pipeline.server(pipeline.mobile(images))
-    with torch.no_grad():
-        expected = teacher(images)
+    expected = teacher.predict(images)
     assert torch.allclose(logits, expected, atol=0.05 * float(expected.abs().max()))
-    head = head_of(teacher, "layer1")
+    head = teacher.trunk.device_part("layer1")
     stats = pipeline.encoder_stats(images)
     assert stats["params"] == sum(p.numel() for p in head.parameters()) > 0
     assert stats["size_bits"] >= 32 * stats["params"] and stats["macs"] > 0

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from splitbench.codecs import CodecError, get_codec
-from splitbench.config import validate
 from splitbench.data import get_dataset
 from splitbench.errors import ConfigError
-from splitbench.methods.input_codec import InputCodecPipeline
+from splitbench.experiment import validate
 from splitbench.models.backbones import get_backbone
+from splitbench.models.builders import classifier_network
+from splitbench.pipelines import InputCodecPipeline
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def run(pipeline: InputCodecPipeline, images: torch.Tensor) -> tuple[list[bytes]
 
 
 def test_pool_gives_identical_bytes_and_images(images):
-    model = get_backbone("resnet10n", 4)
+    model = classifier_network(get_backbone("resnet10n", 4), 32)
     serial = InputCodecPipeline(get_codec("webp", 50), model, torch.device("cpu"), workers=1)
     pooled = InputCodecPipeline(get_codec("webp", 50), model, torch.device("cpu"), workers=2)
     try:
@@ -49,7 +50,8 @@ def test_pool_gives_identical_bytes_and_images(images):
 
 
 def test_foreign_and_corrupt_payloads_are_decoded_here(images):
-    pipeline = InputCodecPipeline(get_codec("jpeg", 50), get_backbone("resnet10n", 4), torch.device("cpu"))
+    network = classifier_network(get_backbone("resnet10n", 4), 32)
+    pipeline = InputCodecPipeline(get_codec("jpeg", 50), network, torch.device("cpu"))
     payloads = pipeline.mobile(images[:2])
     reference = pipeline.decode(payloads)
     pipeline.encode(pipeline.mobile_forward(images[2:4]))  # what encode kept belongs to other images

@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from splitbench.compression.bitstream import BitstreamError, unpack
+from splitbench.compression.bitstream import BitstreamError, pack, unpack
 from splitbench.compression.latent_coders import FactorizedPrior, bits_per_sample
 from splitbench.training.checkpoint import load_weights, save_weights
 
@@ -26,6 +26,15 @@ def coder():
     return c.eval()
 
 
+def wire(coder, y):
+    """What crosses the split: each sample's strings in one container (the pipelines' wire rule)."""
+    return [pack(y.shape[-2:], strings) for strings in coder.compress(y)]
+
+
+def unwire(coder, payloads, shape):
+    return coder.decompress([unpack(p, ndim=2, num_segments=coder.num_segments).segments for p in payloads], shape)
+
+
 def test_fit_quantiles_solves_the_aux_loss():
     c = FactorizedPrior(4)
     assert c.aux_loss().item() > 100
@@ -34,53 +43,64 @@ def test_fit_quantiles_solves_the_aux_loss():
 
 def test_lossless_latent_round_trip_and_exact_sizes(coder):
     y = torch.randn(5, 8, 6, 6) * 2
-    payloads = coder.compress(y)
-    assert len(payloads) == 5 and all(isinstance(p, bytes) for p in payloads)
-    assert torch.equal(coder.decompress(payloads), coder.quantize(y))
+    strings = coder.compress(y)
+    assert len(strings) == 5 and all(len(s) == 1 and isinstance(s[0], bytes) for s in strings)
+    assert torch.equal(coder.decompress(strings, (6, 6)), coder.quantize(y))
     # Each sample is coded on its own: coding one at a time gives the same bytes.
-    assert [coder.compress(y[i : i + 1])[0] for i in range(5)] == payloads
-    for p in payloads:
-        assert unpack(p).shape == (6, 6)
+    assert [coder.compress(y[i : i + 1])[0] for i in range(5)] == strings
 
 
 def test_coded_size_tracks_the_estimate(coder):
     y = torch.randn(16, 8, 6, 6) * 2
     _, likelihoods = coder(y)
-    estimate = bits_per_sample(likelihoods) / 8
-    sizes = torch.tensor([len(p) for p in coder.compress(y)], dtype=torch.float)
+    estimate = coder.estimate_bits(y) / 8
+    assert torch.allclose(estimate, bits_per_sample(likelihoods) / 8, rtol=1e-4)  # the model's own likelihoods
+    sizes = torch.tensor([len(p) for p in wire(coder, y)], dtype=torch.float)
     # rANS flushes 4-8 bytes, the container adds 6: small fixed overhead on ~150 byte payloads
     assert (sizes - estimate).abs().max() < 20
 
 
+def test_the_estimate_does_not_depend_on_the_batch(coder):
+    """CompressAI's likelihood runs a matmul whose rounding depends on how many values it sees; the estimate
+    must not (a record's estimate is the same at any evaluation batch size). Values far outside the coder's
+    table range (escape-coded) included."""
+    y = torch.randn(20, 8, 6, 6) * 2
+    y[3, 2, 1, 1] = 80.0
+    alone = torch.cat([coder.estimate_bits(y[i : i + 1]) for i in range(20)])
+    assert torch.equal(coder.estimate_bits(y), alone)
+    assert alone[3] > alone.median() + 10  # the outlier costs its escape bits
+
+
 def test_corrupted_and_mismatched_payloads_are_rejected(coder):
-    payload = coder.compress(torch.randn(1, 8, 6, 6))[0]
+    payload = wire(coder, torch.randn(1, 8, 6, 6))[0]
     corrupted = bytearray(payload)
     corrupted[-3] ^= 0x10
     with pytest.raises(BitstreamError):
-        coder.decompress([bytes(corrupted)])
+        unwire(coder, [bytes(corrupted)], (6, 6))
     with pytest.raises(BitstreamError):
-        coder.decompress([payload[:-5]])
-    other = coder.compress(torch.randn(1, 8, 4, 4))[0]
-    with pytest.raises(BitstreamError, match="share a latent shape"):
-        coder.decompress([payload, other])
+        unwire(coder, [payload[:-5]], (6, 6))
+    with pytest.raises(BitstreamError, match="1 segment"):
+        coder.decompress([(b"\0", b"\0")], (6, 6))
+    with pytest.raises(BitstreamError, match="no bitstreams"):
+        coder.decompress([], (6, 6))
 
 
 def test_tables_survive_save_and_load(coder, tmp_path):
     y = torch.randn(3, 8, 6, 6)
-    payloads = coder.compress(y)
+    strings = coder.compress(y)
     save_weights(coder, tmp_path / "coder.safetensors")
     fresh = FactorizedPrior(8)
     load_weights(fresh, tmp_path / "coder.safetensors")
-    assert fresh.compress(y) == payloads
-    assert torch.equal(fresh.decompress(payloads), coder.quantize(y))
+    assert fresh.compress(y) == strings
+    assert torch.equal(fresh.decompress(strings, (6, 6)), coder.quantize(y))
 
 
 def test_another_process_decodes_bit_exactly(coder, tmp_path):
     y = torch.randn(2, 8, 6, 6) * 2
-    payloads = coder.compress(y)
+    strings = coder.compress(y)
     save_weights(coder, tmp_path / "coder.safetensors")
-    for i, p in enumerate(payloads):
-        (tmp_path / f"{i}.bin").write_bytes(p)
+    for i, (s,) in enumerate(strings):
+        (tmp_path / f"{i}.bin").write_bytes(s)
     torch.save(coder.quantize(y), tmp_path / "expected.pt")
     script = f"""
 import torch, warnings
@@ -91,7 +111,7 @@ from splitbench.training.checkpoint import load_weights
 d = Path({str(tmp_path)!r})
 c = FactorizedPrior(8)
 load_weights(c, d / "coder.safetensors")
-out = c.decompress([(d / "0.bin").read_bytes(), (d / "1.bin").read_bytes()])
+out = c.decompress([((d / "0.bin").read_bytes(),), ((d / "1.bin").read_bytes(),)], (6, 6))
 assert torch.equal(out, torch.load(d / "expected.pt")), "decoded latent differs"
 print("ok")
 """

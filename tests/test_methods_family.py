@@ -10,15 +10,16 @@ import torch
 from conftest import tiny_raw
 from torch import nn
 
+from splitbench.compression.bitstream import BitstreamError, pack, unpack
 from splitbench.compression.bottleneck import BottleneckShapeError
 from splitbench.compression.latent_coders import FactorizedPrior
-from splitbench.config import load_configs, validate
 from splitbench.data import get_dataset
 from splitbench.errors import ConfigError
-from splitbench.experiment import WEIGHTS, build_pipeline, evaluate_experiment, train_experiment
-from splitbench.models.bottleneck_classifier import build_split_classifier
+from splitbench.experiment import load_configs, validate
+from splitbench.models.builders import classifier_network, stage_bottleneck, student
 from splitbench.models.staged import SplitPointError, StagedNetwork
-from splitbench.pipeline import LearnedPipeline
+from splitbench.pipelines import LearnedPipeline
+from splitbench.runs import WEIGHTS, build_pipeline, evaluate_experiment, train_experiment
 
 CPU = torch.device("cpu")
 
@@ -66,14 +67,23 @@ def test_train_then_evaluate_through_the_split_protocol(case, trained_teacher, t
 
     pipeline = build_pipeline(cfg, tmp_path, CPU)
     images = val_images()
-    latent = pipeline.mobile_forward(images)
-    payloads = pipeline.encode(latent)
+    groups = pipeline.mobile_forward(images)
+    payloads = pipeline.encode(groups)
     assert record["data_size"]["bytes_mean"] == pytest.approx(np.mean([len(p) for p in payloads]))
-    model = pipeline.model
+    model = pipeline.network
     with torch.no_grad():
-        expected = model.coder.quantize(latent)
-    assert torch.equal(pipeline.decode(payloads), expected)  # the server sees the test-time quantized latent
-    assert pipeline.encode(latent[:3]) == payloads[:3]  # per-sample bitstreams at any batch size
+        expected = model.trunk.coder.quantize(groups[0].latent)
+    (decoded,) = pipeline.decode(payloads)
+    assert torch.equal(decoded.latent, expected)  # the server sees the test-time quantized latent
+    first = groups[0]._replace(indices=[0, 1, 2], sizes=groups[0].sizes[:3], latent=groups[0].latent[:3])
+    assert pipeline.encode([first]) == payloads[:3]  # per-sample bitstreams at any batch size
+    corrupt = bytearray(payloads[0])
+    corrupt[len(corrupt) // 2] ^= 0x08
+    with pytest.raises(BitstreamError):  # the container's checksum stops it before the decoder
+        pipeline.server([bytes(corrupt)])
+    if method != "eb_finetune":  # a GDN encoder: an image size it cannot take is refused, not decoded
+        with pytest.raises(BitstreamError, match=r"\(2, 2\) is too small"):
+            pipeline.server([pack((2, 2), unpack(payloads[0]).segments)])
 
     stats = pipeline.encoder_stats(images[:1])
     assert record["encoder"] == stats
@@ -84,7 +94,7 @@ def test_train_then_evaluate_through_the_split_protocol(case, trained_teacher, t
                 "coder.entropy_bottleneck.quantized_cdf"} <= set(device)
     if method == "eb_finetune":  # the device runs the teacher's stages up to the split, unchanged in shape
         assert any(k.startswith("network.1.stages.layer2") for k in device)
-        assert stats["params"] == sum(p.numel() for p in model.bottleneck.encoder.parameters())
+        assert stats["params"] == sum(p.numel() for p in model.trunk.bottleneck.encoder.parameters())
 
 
 def test_naive_split_is_the_teacher_with_raw_features(trained_teacher, tmp_path):
@@ -97,7 +107,7 @@ def test_naive_split_is_the_teacher_with_raw_features(trained_teacher, tmp_path)
     pipeline = build_pipeline(cfg32, trained_teacher, CPU)
     images = val_images(8)
     with torch.no_grad():
-        assert torch.allclose(pipeline.server(pipeline.mobile(images)), pipeline.model(images), atol=1e-5)
+        assert torch.allclose(pipeline.server(pipeline.mobile(images)), pipeline.network.predict(images), atol=1e-5)
     with pytest.raises(SplitPointError, match="valid: stem, layer1, layer2, layer3, layer4"):
         build_pipeline(config("naive_split", {"split_after": "fc"}, trained_teacher), trained_teacher, CPU)
 
@@ -141,12 +151,14 @@ def test_family_configs_load_and_validate(suite):
 def test_an_entropy_bottleneck_after_a_pooled_stage_codes_a_vector():
     net = StagedNetwork({"body": nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU()),
                          "pool": nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)), "fc": nn.Linear(8, 5)})
-    model = build_split_classifier(net, "pool", 32, FactorizedPrior(8))
-    logits, features, likelihoods = model(torch.rand(2, 3, 32, 32))
-    assert logits.shape == (2, 5) and features["pool"].shape == (2, 8) and likelihoods["y"].shape == (2, 8, 1, 1)
-    model.coder.update()
+    teacher = classifier_network(net, 32)
+    model = student(teacher, "pool", stage_bottleneck(teacher, "pool", 32, FactorizedPrior(8)), 32)
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.predictions["classification"].shape == (2, 5) and out.features["pool"].shape == (2, 8)
+    assert out.likelihoods["y"].shape == (2, 8, 1, 1)
+    model.trunk.coder.update()
     pipeline = LearnedPipeline(model)
     images = torch.rand(3, 3, 32, 32)
     assert pipeline.server(pipeline.mobile(images)).shape == (3, 5)
     with pytest.raises(BottleneckShapeError, match=r"outputs \(8, 16, 16\); the coder has 4 channels"):
-        build_split_classifier(net, "body", 32, FactorizedPrior(4))
+        stage_bottleneck(teacher, "body", 32, FactorizedPrior(4))

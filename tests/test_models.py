@@ -3,9 +3,10 @@ import torch
 
 from splitbench.complexity import count_macs
 from splitbench.compression.bottleneck import BottleneckShapeError
-from splitbench.methods.entropic_student import EntropicStudentArgs, build_student
+from splitbench.methods.entropic_student import EntropicStudentArgs
 from splitbench.models import SplitPointError, get_backbone
-from splitbench.pipeline import LearnedPipeline
+from splitbench.models.builders import bottleneck_student, classifier_network
+from splitbench.pipelines import LearnedPipeline
 from splitbench.registry import UnknownNameError
 
 
@@ -51,13 +52,13 @@ def test_split_points_and_shapes():
 def test_reference_encoder_size_matches_the_published_fp24():
     """FP-24 on ResNet-50 at 224 px: 138,672 encoder parameters, latent 24x55x55 (REFERENCE.md)."""
     teacher = get_backbone("resnet50", 1000)
-    student = build_student(EntropicStudentArgs(beta=0.1), teacher, 224)
-    student.coder.update()
+    student = bottleneck_student(classifier_network(teacher, 224), EntropicStudentArgs(beta=0.1), 224)
+    student.trunk.coder.update()
     pipeline = LearnedPipeline(student.eval())
     x = torch.rand(1, 3, 224, 224)
     stats = pipeline.encoder_stats(x)
     assert stats["params"] == 138_672
-    assert pipeline.mobile_forward(x).shape == (1, 24, 55, 55)
+    assert pipeline.mobile_forward(x)[0].latent.shape == (1, 24, 55, 55)
     state = pipeline.mobile_state()
     network_bits = sum(t.numel() * t.element_size() * 8 for k, t in state.items() if k.startswith("network."))
     table_bits = sum(t.numel() * t.element_size() * 8 for k, t in state.items() if k.startswith("coder."))
@@ -70,16 +71,17 @@ def test_reference_encoder_size_matches_the_published_fp24():
 
 
 def test_student_output_shape_and_split_errors():
-    teacher = get_backbone("resnet10n", 10)
-    student = build_student(EntropicStudentArgs(beta=1, split_after="layer2"), teacher, 64)
-    logits, features, likelihoods = student(torch.rand(2, 3, 64, 64))
-    assert logits.shape == (2, 10)
-    assert features["layer2"].shape == (2, 64, 8, 8)
-    assert likelihoods["y"].shape[1] == 24
+    teacher = classifier_network(get_backbone("resnet10n", 10), 64)
+    student = bottleneck_student(teacher, EntropicStudentArgs(beta=1, split_after="layer2"), 64)
+    out = student(torch.rand(2, 3, 64, 64))
+    assert out.predictions["classification"].shape == (2, 10)
+    assert out.features["layer2"].shape == (2, 64, 8, 8)
+    assert out.likelihoods["y"].shape[1] == 24
+    assert student.trunk.levels == ["layer2", "layer3", "layer4"]  # what stage 1 distils: no logits
     with pytest.raises(BottleneckShapeError, match=r"\(64, 8, 8\)"):
-        build_student(EntropicStudentArgs(beta=1, split_after="layer2", decoder_channels=[8]), teacher, 64)
+        bottleneck_student(teacher, EntropicStudentArgs(beta=1, split_after="layer2", decoder_channels=[8]), 64)
     with pytest.raises(SplitPointError):
-        build_student(EntropicStudentArgs(beta=1, split_after="fc"), teacher, 64)
+        bottleneck_student(teacher, EntropicStudentArgs(beta=1, split_after="fc"), 64)
 
 
 def test_count_macs_of_a_conv():

@@ -9,10 +9,9 @@ from conftest import tiny_raw
 from test_tasks import DETECTION_HEAD, SEGMENTATION_HEAD
 
 from splitbench.bench.report import write_report
-from splitbench.compression.bitstream import pack
-from splitbench.config import validate
 from splitbench.errors import CheckpointError, ConfigError
-from splitbench.experiment import build_pipeline, evaluate_experiment, train_experiment
+from splitbench.experiment import validate
+from splitbench.runs import build_pipeline, evaluate_experiment, train_experiment
 from splitbench.training.checkpoint import load_weights, save_weights
 
 BODY = {"beta": 0.1}
@@ -41,13 +40,24 @@ def mt_out(tmp_path_factory, trained_teacher):
 
 
 def test_heads_train_on_a_frozen_body(mt_out):
-    pipeline = build_pipeline(validate(multitask_raw()), mt_out, torch.device("cpu"))
-    from splitbench.experiment import load_run_model
+    """Each head run saved the body it trained on: weights and BatchNorm statistics exactly the body run's
+    (frozen), while its head moved away from where it started."""
+    from splitbench.runs import Run, load_run
 
-    _, student = load_run_model(mt_out, "entropic_student-fp-resnet10n-beta0.1", torch.device("cpu"))
-    for key, value in student.state_dict().items():
-        assert torch.equal(value, pipeline.model.trunk.state_dict()[key]), key
-    assert pipeline.model.tasks == ["classification", "detection", "segmentation"]
+    cpu = torch.device("cpu")
+    _, body = load_run(mt_out, "entropic_student-fp-resnet10n-beta0.1", cpu)
+    for task in ("detection", "segmentation"):
+        config, trained = load_run(mt_out, f"multitask_head-fp-resnet10n-{task}-beta0.1", cpu)
+        theirs = trained.trunk.state_dict()
+        for key, value in body.trunk.state_dict().items():
+            assert torch.equal(value, theirs[key]), f"{task}: the body's {key} changed while its head trained"
+        torch.manual_seed(config.train.seed)  # as the trainer does before building
+        start = Run(config, mt_out).structure(cpu).heads[task].state_dict()
+        moved = [k for k, v in trained.heads[task].state_dict().items() if v.is_floating_point()
+                 and not torch.equal(v, start[k])]
+        assert moved, f"the {task} head did not train"
+    pipeline = build_pipeline(validate(multitask_raw()), mt_out, cpu)
+    assert pipeline.network.tasks == ["classification", "detection", "segmentation"]
 
 
 def test_one_bitstream_serves_every_task(mt_out, tmp_path):
@@ -65,8 +75,8 @@ def test_one_bitstream_serves_every_task(mt_out, tmp_path):
     body = evaluate_experiment(validate({**tiny_raw("entropic_student"), "eval": {"num_samples": 12}}), out,
                                progress=False)
     assert body["metrics"]["top1"] == record["metrics"]["top1"]
-    # ... whose bitstream, wrapped with the image size the detection/segmentation heads need
-    assert record["data_size"]["bytes_mean"] == body["data_size"]["bytes_mean"] + len(pack((32, 32), [b""]))
+    # ... from the body's own bitstream: one container carrying the image size, which the heads need (no wrapper)
+    assert record["data_size"]["bytes_mean"] == body["data_size"]["bytes_mean"]
     paths = write_report(records + [body], tmp_path / "report")
     table = paths["multitask.md"].read_text()
     assert "multi-task (one bitstream)" in table and "no detection, segmentation record" in table
@@ -76,9 +86,9 @@ def test_a_head_trained_on_another_body_is_refused(mt_out, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(mt_out, out)
     run = out / "multitask_head-fp-resnet10n-segmentation-beta0.1" / "model.safetensors"
-    from splitbench.experiment import load_run_model
+    from splitbench.runs import load_run
 
-    config, model = load_run_model(out, run.parent.name, torch.device("cpu"))
+    config, model = load_run(out, run.parent.name, torch.device("cpu"))
     with torch.no_grad():
         model.trunk.bottleneck.encoder[0].weight.add_(1e-3)
     save_weights(model, run, {"method": config.method, "config": config.model_dump(mode="json")})
@@ -97,33 +107,35 @@ def test_a_segmentation_head_on_a_shared_body_needs_stride_32(mt_out, tmp_path):
 def test_published_multitask_configs_build():
     """The ImageNet body (5 betas as published) and the COCO/VOC heads validate, and the heads build on a
     ResNet-50 FP-24 body (fresh weights; 224 px to keep it quick: the layers do not depend on the size)."""
-    from splitbench.config import load_configs
     from splitbench.data import num_classes
-    from splitbench.methods import BuildContext, get_method
+    from splitbench.experiment import load_configs
+    from splitbench.methods import BuildContext
     from splitbench.models.backbones import get_backbone
-    from splitbench.models.multitask import head_on_body
+    from splitbench.models.builders import classifier_network, head_on_trunk
+    from splitbench.tasks import get_task
 
     bodies = load_configs("multitask/imagenet_body.yaml", ["backbone.pretrained=false"])
     assert [c.args().beta for c in bodies] == [0.32, 1.28, 5.12, 10.24, 20.48]
     assert bodies[0].data.image_size == 416
     ctx = BuildContext(bodies[0], 1000, torch.device("cpu"))
-    body = get_method("entropic_student").build_model(ctx, bodies[0].args(), get_backbone("resnet50", 1000))
+    teacher = classifier_network(get_backbone("resnet50", 1000), 224)
+    body = bodies[0].method_spec.build(ctx, bodies[0].args(), teacher)
     heads = (("coco_detection_head", "detection", 81), ("coco_segmentation_head", "segmentation", 21),
              ("voc_segmentation_head", "segmentation", 21))
     for name, task, classes in heads:
         configs = load_configs(f"multitask/{name}.yaml")
         assert [c.args().body_run("resnet50") for c in configs] == [b.run_name() for b in bodies]
         assert num_classes(configs[0].data.dataset, task=task) == classes
-        model = head_on_body(task, body, classes, configs[0].head_args(), 224)
-        assert model.trunk is body and model.stride == 32
+        model = head_on_trunk(body, task, get_task(task).head, classes, configs[0].head_args(), 224)
+        assert model.trunk is body.trunk and model.stride == 32
         levels = ["layer1", "layer2", "layer3", "layer4"] if task == "detection" else ["layer3", "layer4"]
-        assert model.levels == levels
+        assert model.heads[task].levels == levels
 
 
 def test_two_stage_segmentation_head_starts_from_its_pretrain_run(mt_out, tmp_path):
     """The published recipe: a -pretrain run first (COCO's masks; here shapes), then the final head starts
     from its weights; the final run is the one ``multitask`` composes."""
-    from splitbench.experiment import load_run_model
+    from splitbench.runs import load_run
 
     shutil.copytree(mt_out, tmp_path, dirs_exist_ok=True)
     shutil.rmtree(tmp_path / "multitask_head-fp-resnet10n-segmentation-beta0.1")
@@ -136,16 +148,15 @@ def test_two_stage_segmentation_head_starts_from_its_pretrain_run(mt_out, tmp_pa
     second["train"]["max_steps_per_epoch"] = 1
     second["train"]["stages"][0]["optimizer"]["lr"] = 1e-12  # one near-zero step: the weights stay the start's
     train_experiment(validate(second), tmp_path, progress=False)
-    _, pre = load_run_model(tmp_path, first.run_name(), torch.device("cpu"))
-    _, final = load_run_model(tmp_path, "multitask_head-fp-resnet10n-segmentation-beta0.1", torch.device("cpu"))
-    w_pre, w_final = pre.head.classifier[-1].weight, final.head.classifier[-1].weight
+    _, pre = load_run(tmp_path, first.run_name(), torch.device("cpu"))
+    _, final = load_run(tmp_path, "multitask_head-fp-resnet10n-segmentation-beta0.1", torch.device("cpu"))
+    w_pre = pre.heads["segmentation"].classifier[-1].weight
+    w_final = final.heads["segmentation"].classifier[-1].weight
     assert torch.allclose(w_pre, w_final, atol=1e-6)
     # ... and not where a head starts without the first stage (the trainer seeds before building)
-    from splitbench.experiment import _context
-    from splitbench.methods import get_method
+    from splitbench.runs import Run
 
     config = validate(second)
     torch.manual_seed(config.train.seed)
-    start = get_method("multitask_head").build_model(_context(config, torch.device("cpu"), tmp_path), config.args(),
-                                                      None)
-    assert not torch.allclose(start.head.classifier[-1].weight, w_final, atol=1e-3)
+    start = Run(config, tmp_path).structure(torch.device("cpu"))
+    assert not torch.allclose(start.heads["segmentation"].classifier[-1].weight, w_final, atol=1e-3)

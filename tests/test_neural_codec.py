@@ -11,19 +11,17 @@ import torch
 from conftest import tiny_raw
 
 from splitbench.compression.bitstream import BitstreamError, header_size, pack, unpack
-from splitbench.config import validate
 from splitbench.data import get_dataset
 from splitbench.errors import ConfigError
-from splitbench.experiment import build_pipeline, evaluate_experiment, train_experiment
+from splitbench.experiment import validate
 from splitbench.methods import BuildContext, get_method
-from splitbench.methods.neural_codec import (
-    ARCHITECTURES,
-    NeuralCodecPipeline,
-    RateDistortionTraining,
-    coder_ready,
-    pad_image,
-)
 from splitbench.models.backbones import PretrainedUnavailableError, get_backbone
+from splitbench.models.builders import classifier_network
+from splitbench.models.images import pad_replicate
+from splitbench.models.neural_codecs import ARCHITECTURES, coder_ready
+from splitbench.pipelines import NeuralCodecPipeline
+from splitbench.runs import build_pipeline, evaluate_experiment, train_experiment
+from splitbench.training.recipes import RateDistortionTraining
 
 CPU = torch.device("cpu")
 TINY = {"N": 8, "M": 12}
@@ -36,6 +34,10 @@ def config(**method_args):
         "stages": [{"name": "rate_distortion", "epochs": 1, "optimizer": {"name": "adam", "lr": 1e-3}}]}))
 
 
+def teacher() -> torch.nn.Module:
+    return classifier_network(get_backbone("resnet10n", 4), 32)
+
+
 def val_images(n: int = 4) -> torch.Tensor:
     data = get_dataset("shapes", "val", image_size=32, num_samples=n)
     return torch.stack([data[i][0] for i in range(n)])
@@ -43,7 +45,7 @@ def val_images(n: int = 4) -> torch.Tensor:
 
 def briefly_trained(arch: str) -> torch.nn.Module:
     """Two optimizer steps and the end of the stage (quantile fit + coder tables), no trainer."""
-    model = ARCHITECTURES[arch](**TINY)
+    model = ARCHITECTURES[arch].model(**TINY)
     module = RateDistortionTraining(model, lmbda=0.01)
     optimizer = torch.optim.Adam(module.parameters(), 1e-3)
     for _ in range(2):
@@ -92,10 +94,10 @@ def test_trained_through_the_trainer_and_evaluated(trained, tmp_path):
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_bitstreams_decode_like_compressai(arch):
     model = briefly_trained(arch)
-    pipeline = NeuralCodecPipeline(model, get_backbone("resnet10n", 4), CPU)
+    pipeline = NeuralCodecPipeline(model, teacher(), CPU)
     images = val_images(3)
     payloads = pipeline.mobile(images)
-    padded = pad_image(images, model.downsampling_factor)  # 32 px pads to 64 for the hyperprior models
+    padded = pad_replicate(images, model.downsampling_factor)  # 32 px pads to 64 for the hyperprior models
     with torch.no_grad():
         own = model.compress(padded)
         reference = model.decompress(own["strings"], own["shape"])["x_hat"][..., :32, :32]
@@ -112,7 +114,7 @@ def test_bitstreams_decode_like_compressai(arch):
 
 def test_bad_bitstreams_are_rejected():
     model = briefly_trained("bmshj2018-hyperprior")
-    pipeline = NeuralCodecPipeline(model, get_backbone("resnet10n", 4), CPU, max_pixels=64 * 64)
+    pipeline = NeuralCodecPipeline(model, teacher(), CPU, max_pixels=64 * 64)
     (payload,) = pipeline.mobile(val_images(1))
     corrupt = bytearray(payload)
     corrupt[-1] ^= 0x40
@@ -126,7 +128,7 @@ def test_bad_bitstreams_are_rejected():
 
 def test_untrained_coder_and_bad_args_fail_clearly():
     with pytest.raises(Exception, match="no tables"):
-        NeuralCodecPipeline(ARCHITECTURES["mbt2018"](**TINY), get_backbone("resnet10n", 4), CPU)
+        NeuralCodecPipeline(ARCHITECTURES["mbt2018"].model(**TINY), teacher(), CPU)
     with pytest.raises(ConfigError, match="set lmbda"):
         config(lmbda=None)
     with pytest.raises(ConfigError, match="go together"):
@@ -144,10 +146,10 @@ def test_pretrained_fails_offline_with_a_clear_message(monkeypatch):
     assert cfg.run_name() == "neural_codec-mbt2018-mean-resnet10n-quality2"
     method, args = get_method("neural_codec"), cfg.args()
     ctx = BuildContext(cfg, 4, CPU)
-    model = method.build_model(ctx, args, None)
+    model = method.build(ctx, args, None)
     assert (model.N, model.M) == (128, 192)  # the zoo's widths at quality 2, not N/M
     with pytest.raises(PretrainedUnavailableError, match="method_args.weights"):
-        method.pipeline(ctx, args, None, get_backbone("resnet10n", 4))
+        method.pipeline(ctx, args, None, teacher())
 
 
 def test_local_weights_file_is_the_codec(tmp_path):
@@ -157,10 +159,10 @@ def test_local_weights_file_is_the_codec(tmp_path):
     cfg = config(arch="bmshj2018-factorized", weights=str(path), lmbda=None)
     method, args = get_method("neural_codec"), cfg.args()
     assert not method.needs_training(cfg)
-    pipeline = method.pipeline(BuildContext(cfg, 4, CPU), args, None, get_backbone("resnet10n", 4))
+    pipeline = method.pipeline(BuildContext(cfg, 4, CPU), args, None, teacher())
     assert coder_ready(pipeline.codec)
     images = val_images(2)
-    assert pipeline.mobile(images) == NeuralCodecPipeline(source, get_backbone("resnet10n", 4), CPU).mobile(images)
+    assert pipeline.mobile(images) == NeuralCodecPipeline(source, teacher(), CPU).mobile(images)
     bad = config(arch="bmshj2018-factorized", weights=str(path), lmbda=None, M=16)
     with pytest.raises(Exception, match="does not match"):
-        method.pipeline(BuildContext(bad, 4, CPU), bad.args(), None, get_backbone("resnet10n", 4))
+        method.pipeline(BuildContext(bad, 4, CPU), bad.args(), None, teacher())

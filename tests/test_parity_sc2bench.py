@@ -28,8 +28,8 @@ from splitbench.compat.sc2bench import (
 from splitbench.compression.bitstream import header_size, unpack
 from splitbench.compression.latent_coders import Quantize8Bit
 from splitbench.errors import CheckpointError
-from splitbench.models.bottleneck_classifier import BottleneckClassifier
-from splitbench.pipeline import LearnedPipeline
+from splitbench.models.network import SplitNetwork
+from splitbench.pipelines import LearnedPipeline
 
 SIZE = 64
 BOTTLENECKS = {
@@ -70,7 +70,7 @@ def test_same_predictions_and_bytes_as_sc2bench(variant):
     pipeline = LearnedPipeline(model)
     x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        normalized = model.normalize(x)  # sc2bench normalises in its data transforms
+        normalized = model.trunk.normalize(x)  # sc2bench normalises in its data transforms
         expected = ref(normalized)
         # sc2bench codes one image per forward call (its size analysis needs batch 1)
         strings = [[s[0] for s in ref.bottleneck_layer.encode(normalized[i : i + 1])["strings"]] for i in range(3)]
@@ -99,7 +99,7 @@ def test_reads_torchdistill_checkpoint_files(tmp_path):
 
 
 @functools.cache
-def _model_and_state() -> tuple[BottleneckClassifier, dict[str, torch.Tensor]]:
+def _model_and_state() -> tuple[SplitNetwork, dict[str, torch.Tensor]]:
     arch = Sc2benchArchitecture("fp", "resnet18", 10, 24, (96, 48), (128, 64))
     inverse = {v: k for k, v in {**PREFIXES, **tail_prefixes("resnet18")}.items()
                if not k.startswith(("bottleneck_layer.g_", "bottleneck_layer.h_", "bottleneck_layer.gaussian"))}
@@ -126,13 +126,13 @@ def test_unexpected_and_missing_keys_are_errors():
     loaded = load_sc2bench(state, image_size=SIZE).state_dict()  # the clean state loads, strictly
     tables = {k for k, v in model.state_dict().items() if not torch.equal(v, loaded[k])}
     assert {k.rsplit(".", 1)[1] for k in tables} == {"_offset", "_quantized_cdf", "_cdf_length"}  # built, as
-    assert loaded["bottleneck.coder.entropy_bottleneck._offset"].numel() == 24  # sc2bench's update() would
+    assert loaded["trunk.bottleneck.coder.entropy_bottleneck._offset"].numel() == 24  # sc2bench's update() would
     with pytest.raises(CheckpointError, match="outside the mapping.*pre_transform.weight"):
         convert_state_dict({**state, "pre_transform.weight": torch.zeros(1)}, model, "resnet18")
     with pytest.raises(CheckpointError, match="mapped to nothing.*encoder.9.weight"):
         convert_state_dict({**state, "bottleneck_layer.encoder.9.weight": torch.zeros(1)}, model, "resnet18")
     missing = {k: v for k, v in state.items() if k != "layer3.0.bn1.weight"}
-    with pytest.raises(CheckpointError, match="not in the checkpoint.*tail.stages.layer3.0.bn1.weight"):
+    with pytest.raises(CheckpointError, match="not in the checkpoint.*trunk.tail.stages.layer3.0.bn1.weight"):
         convert_state_dict(missing, model, "resnet18")
     with pytest.raises(CheckpointError, match=r"fc.weight: shape \(5, 512\)"):
         convert_state_dict({**state, "fc.weight": torch.zeros(5, 512)}, model, "resnet18")
@@ -200,15 +200,15 @@ def test_crbq_same_predictions_and_payload_as_sc2bench(split_after, encoder_para
 
     ref = _crbq_reference(split_after)
     model = load_sc2bench(ref.state_dict(), image_size=SIZE)
-    assert (model.split_after, model.coder.channels, model.coder.integer_zero_point) == (
-        split_after, CRBQ_CHANNELS, True)
+    coder = model.trunk.coder
+    assert (model.trunk.split_after, coder.channels, coder.integer_zero_point) == (split_after, CRBQ_CHANNELS, True)
     pipeline = LearnedPipeline(model)
     x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     # sc2bench quantizes with one min/max per forward call and evaluates at batch size 1; so does this
     # comparison (per-sample on both sides, so the float sums run in the same order)
     payloads = [pipeline.mobile(x[i : i + 1])[0] for i in range(3)]
     with torch.no_grad():
-        normalized = model.normalize(x)
+        normalized = model.trunk.normalize(x)
         expected = torch.cat([ref(normalized[i : i + 1]) for i in range(3)])
         sent = [ref.bottleneck_layer.encode(normalized[i : i + 1])["z"] for i in range(3)]
     got = torch.cat([pipeline.server([p]) for p in payloads])
@@ -245,9 +245,9 @@ def test_integer_zero_point_quantizer_is_torchdistills():
               -torch.rand(1, 4, 5, 7, generator=g) - 2):
         ref = quantize_tensor(y, num_bits=8)
         carried = struct.pack("<fB", float(ref.scale), ref.zero_point) + ref.tensor.numpy().tobytes()
-        payload = coder.compress(y)[0]
-        assert unpack(payload).segments == (carried,)
-        assert torch.equal(coder.decompress([payload]), dequantize_tensor(ref))
+        strings = coder.compress(y)
+        assert strings == [(carried,)]
+        assert torch.equal(coder.decompress(strings, y.shape[-2:]), dequantize_tensor(ref))
         assert torch.equal(coder.quantize(y), dequantize_tensor(ref))
 
 
@@ -257,7 +257,8 @@ def test_crbq_checkpoint_mapping_is_strict(split_after, latent_side):
     splitbench's layout follows) loads strictly, its layout read off the weights."""
     arch = Sc2benchArchitecture("crbq", "resnet18", 10, 3, (), (), split_after=split_after)
     model = build_model(arch, SIZE)
-    inverse = {"bottleneck.encoder.": "bottleneck_layer.encoder.", "bottleneck.decoder.": "bottleneck_layer.decoder.",
+    inverse = {"trunk.bottleneck.encoder.": "bottleneck_layer.encoder.",
+               "trunk.bottleneck.decoder.": "bottleneck_layer.decoder.",
                **{v: k for k, v in tail_prefixes("resnet18", split_after).items()}}
     state = {}
     for key, value in model.state_dict().items():
@@ -267,11 +268,11 @@ def test_crbq_checkpoint_mapping_is_strict(split_after, latent_side):
     assert ("layer2.0.conv1.weight" in state) == (split_after == "layer1")
     loaded = load_sc2bench(state, image_size=SIZE)
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
-    assert loaded.bottleneck.encoder(torch.zeros(1, 3, SIZE, SIZE)).shape[-1] == latent_side
+    assert loaded.trunk.bottleneck.encoder(torch.zeros(1, 3, SIZE, SIZE)).shape[-1] == latent_side
     with pytest.raises(CheckpointError, match="outside the mapping.*bottleneck_layer.compressor.x"):
         convert_state_dict({**state, "bottleneck_layer.compressor.x": torch.zeros(1)}, model, "resnet18")
     missing = {k: v for k, v in state.items() if k != "bottleneck_layer.decoder.0.running_var"}
-    with pytest.raises(CheckpointError, match="not in the checkpoint.*bottleneck.decoder.0.running_var"):
+    with pytest.raises(CheckpointError, match="not in the checkpoint.*trunk.bottleneck.decoder.0.running_var"):
         convert_state_dict(missing, model, "resnet18")
     with pytest.raises(CheckpointError, match="with [36] encoder convolutions"):  # another bottleneck_idx
         infer_architecture({**state, "bottleneck_layer.encoder.20.weight": torch.zeros(3, 3, 2, 2)})

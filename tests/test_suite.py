@@ -13,8 +13,8 @@ from splitbench.bench import suite as suite_mod
 from splitbench.bench.suite import run_suite, suite_points
 from splitbench.cli import main
 from splitbench.codecs import list_codecs
-from splitbench.config import load_configs
 from splitbench.errors import ConfigError
+from splitbench.experiment import load_configs
 from splitbench.methods import list_methods
 
 TINY = {

@@ -11,18 +11,15 @@ from conftest import tiny_raw
 from test_cli import run
 
 from splitbench.compression.bitstream import BitstreamError, pack, unpack
-from splitbench.config import load_configs, validate
 from splitbench.errors import ConfigError
-from splitbench.experiment import build_pipeline, train_experiment
+from splitbench.experiment import load_configs, validate
 from splitbench.models.backbones import get_backbone
-from splitbench.models.task_model import (
-    DetectionHeadArgs,
-    SegmentationHeadArgs,
-    build_task_model,
-    dilate_stages,
-    feature_trunk,
-    pad_images,
-)
+from splitbench.models.builders import unsplit_network
+from splitbench.models.heads import DetectionHead, DetectionHeadArgs, SegmentationHead, SegmentationHeadArgs
+from splitbench.models.images import pad_images
+from splitbench.models.staged import dilate_stages
+from splitbench.models.trunks import FeatureTrunk
+from splitbench.runs import build_pipeline, train_experiment
 
 DETECTION_HEAD = {"fpn_channels": 16, "representation_size": 32, "anchor_sizes": [4, 8, 16, 32, 64],
                   "proposals_train": 50, "proposals_test": 20, "rpn_batch_size_per_image": 32,
@@ -61,20 +58,24 @@ def test_padding_is_per_image_and_masks_pad_with_ignore():
 
 def test_dilation_keeps_weights_and_sets_the_output_stride():
     backbone = get_backbone("resnet10n", 10)
-    trunk = feature_trunk(backbone)
+    trunk = FeatureTrunk.of(backbone)
     before = {k: v.clone() for k, v in trunk.state_dict().items()}
     assert trunk.stage_shapes(64)["layer4"][1:] == (2, 2)
     dilate_stages(trunk, ["layer3", "layer4"])
     assert trunk.stage_shapes(64)["layer4"][1:] == (8, 8)
     assert all(torch.equal(before[k], v) for k, v in trunk.state_dict().items())
-    model = build_task_model("segmentation", get_backbone("resnet10n", 10), 11,
-                             SegmentationHeadArgs(**SEGMENTATION_HEAD), 64)
-    assert model.stride == 8 and model.levels == ["layer3", "layer4"]
+    model = unsplit_network(get_backbone("resnet10n", 10), "segmentation", SegmentationHead, 11,
+                            SegmentationHeadArgs(**SEGMENTATION_HEAD), 64)
+    assert model.stride == 8 and model.heads["segmentation"].levels == ["layer3", "layer4"]
+    detector = unsplit_network(get_backbone("resnet10n", 10), "detection", DetectionHead, 11,
+                               DetectionHeadArgs(**DETECTION_HEAD), 64)
+    assert detector.stride == 32 and detector.heads["detection"].levels == ["layer1", "layer2", "layer3", "layer4"]
 
 
 def test_detection_head_needs_one_anchor_size_per_level():
     with pytest.raises(ConfigError, match="one size per FPN level: 5"):
-        build_task_model("detection", get_backbone("resnet10n", 10), 11, DetectionHeadArgs(anchor_sizes=[8, 16]), 64)
+        unsplit_network(get_backbone("resnet10n", 10), "detection", DetectionHead, 11,
+                        DetectionHeadArgs(anchor_sizes=[8, 16]), 64)
 
 
 def test_config_errors_name_the_key_the_task_and_the_run():
@@ -82,9 +83,10 @@ def test_config_errors_name_the_key_the_task_and_the_run():
         validate(task_raw("detection", head={"fpn_channel": 8}))
     with pytest.raises(ConfigError, match="task 'classification' has no head settings"):
         validate(tiny_raw(head={"channels": 8}))
-    config = validate(tiny_raw("eb_finetune", task="detection", method_args={"beta": 0.1}))
     with pytest.raises(ConfigError, match="does not implement task 'detection'; it does: classification"):
-        train_experiment(config, Path("/nonexistent"), progress=False)
+        validate(tiny_raw("eb_finetune", task="detection", method_args={"beta": 0.1}))  # before anything runs
+    with pytest.raises(ConfigError, match="unknown task 'detecton'; known: classification, detection"):
+        validate(tiny_raw(task="detecton"))
 
 
 def test_init_run_must_be_a_trained_classifier(tmp_path, task_out):
@@ -98,13 +100,12 @@ def test_init_run_must_be_a_trained_classifier(tmp_path, task_out):
 
 def test_detector_trunk_starts_from_the_classifier(task_out):
     """Trained one step from the classifier's weights: its stem moved a little, not from a fresh init."""
-    from splitbench.training.checkpoint import load_weights
+    from splitbench.runs import load_run
 
-    classifier = get_backbone("resnet10n", 10)
-    load_weights(classifier, task_out / "classifier-resnet10n" / "model.safetensors")
+    _, classifier = load_run(task_out, "classifier-resnet10n", torch.device("cpu"))
     pipeline = build_pipeline(validate(task_raw("detection")), task_out, torch.device("cpu"))
-    trunk = pipeline.model.trunk
-    a = classifier.stages["stem"][0].weight
+    trunk = pipeline.network.trunk
+    a = classifier.trunk.stages["stem"][0].weight
     b = trunk.stages["stem"][0].weight
     fresh = get_backbone("resnet10n", 10).stages["stem"][0].weight
     assert (a - b).abs().mean() < 0.5 * (fresh - b).abs().mean()
@@ -119,7 +120,12 @@ def test_student_bytes_are_exact_per_image_whatever_the_batch(task, task_out):
     payloads = pipeline.mobile(images)
     alone = [pipeline.mobile([im])[0] for im in images]
     assert payloads == alone
-    assert [unpack(p, ndim=2, num_segments=1).shape for p in payloads] == [(32, 32), (40, 24), (32, 32)]
+    # one container per image: its dims are the image size, its segment the coder's string (no nested container)
+    streams = [unpack(p, ndim=2, num_segments=1) for p in payloads]
+    assert [s.shape for s in streams] == [(32, 32), (40, 24), (32, 32)]
+    groups = pipeline.mobile_forward(images)
+    strings = {i: s for g in groups for i, s in zip(g.indices, pipeline.coder.compress(g.latent), strict=True)}
+    assert [s.segments for s in streams] == [strings[i] for i in range(3)]
     together = pipeline.server(payloads)
     for i, payload in enumerate(payloads):
         single = pipeline.server([payload])[0]
@@ -138,9 +144,11 @@ def test_student_bitstreams_reject_corruption_and_wrong_sizes(task_out):
     corrupt[len(corrupt) // 2] ^= 0x10
     with pytest.raises(BitstreamError):
         pipeline.server([bytes(corrupt)])
-    inner = unpack(payload, ndim=2, num_segments=1).segments[0]
-    with pytest.raises(BitstreamError, match=r"cannot belong to a \(96, 96\) image"):
-        pipeline.server([pack((96, 96), [inner])])
+    string = unpack(payload, ndim=2, num_segments=1).segments[0]
+    # the latent's shape comes from the image size, not the wire, and the size is bounded before decoding
+    with pytest.raises(BitstreamError, match="over this model's limit"):
+        pipeline.server([pack((60000, 60000), [string])])
+    assert len(pipeline.server([pack((20, 30), [string])])) == 1  # a smaller image: the same padded latent
 
 
 @pytest.mark.parametrize("task,metrics", [("detection", {"map", "map50", "map75"}),
@@ -176,18 +184,19 @@ def test_cli_evaluates_students_and_codecs_into_task_records_and_a_report(task, 
 def test_full_size_recipes_build(folder, task, classes):
     """The COCO/VOC ResNet-50 configs build their teacher (on the meta device: shapes only) and every
     student on it, at the configured image size; the bottleneck's decoder feeds the head's first level."""
-    from splitbench.experiment import _context
-    from splitbench.methods import get_method
+    from splitbench.runs import Run
 
     teacher_config = load_configs(f"{folder}/teacher.yaml", ["backbone.pretrained=false"])[0]
-    ctx = _context(teacher_config, torch.device("cpu"))
+    ctx = Run(teacher_config, Path("unused")).context(torch.device("cpu"))
     assert teacher_config.task == task and ctx.num_classes == classes
     with torch.device("meta"):
-        teacher = get_method("classifier").build_model(ctx, None, None)
-    assert teacher.levels[0] == ("layer1" if task == "detection" else "layer3")
+        teacher = teacher_config.method_spec.build(ctx, None, None)
+    levels = teacher.heads[task].levels
+    assert levels[0] == ("layer1" if task == "detection" else "layer3")
     for name in ("entropic_student", "end_to_end", "cr_bq"):
         config = load_configs(f"{folder}/{name}.yaml", ["backbone.pretrained=false"])[0]
-        student = get_method(config.method).build_model(_context(config, torch.device("cpu")), config.args(), teacher)
-        assert student.is_split and student.trunk.split_after == "layer1" and student.levels == teacher.levels
+        student = config.method_spec.build(Run(config, Path("unused")).context(torch.device("cpu")), config.args(),
+                                           teacher)
+        assert student.trunk.split_after == "layer1" and student.heads[task].levels == levels
     for name in ("input_codec", "entropic_student"):
         assert load_configs(f"{folder}/{name}.yaml")[0].data.dataset == folder

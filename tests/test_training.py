@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import tiny_raw
 
-from splitbench.config import validate
 from splitbench.errors import CheckpointError, SplitbenchError
-from splitbench.experiment import WEIGHTS, train_experiment
+from splitbench.experiment import validate
+from splitbench.runs import WEIGHTS, train_experiment
 from splitbench.training.checkpoint import load_checkpoint, read_weights, save_checkpoint
 from splitbench.training.trainer import StopTraining
 
@@ -94,4 +94,4 @@ def test_ddp_on_two_cpu_processes_keeps_replicas_identical(tmp_path):
 
     torch.manual_seed(0)
     initial = get_backbone("resnet10n", 10).state_dict()
-    assert not torch.equal(initial["stages.stem.0.weight"], rank0["stages.stem.0.weight"])
+    assert not torch.equal(initial["stages.stem.0.weight"], rank0["trunk.stages.stem.0.weight"])

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from splitbench.bench.records import DEFAULT_METRIC, metric_label
+from splitbench.bench.records import combined_tasks, default_metric, metric_label
 from splitbench.bench.tables import markdown_table
-
-TASKS = ("classification", "detection", "segmentation")
 
 
 def _single_task(records: Sequence[dict], combined: dict, task: str) -> dict | None:
@@ -23,7 +21,8 @@ def _single_task(records: Sequence[dict], combined: dict, task: str) -> dict | N
 
 def comparison_table(combined: Sequence[dict], records: Sequence[dict]) -> str:
     """Markdown: per β, the multi-task pipeline and the sum of the single-task pipelines it replaces."""
-    metrics = [DEFAULT_METRIC[t] for t in TASKS]
+    tasks = combined_tasks(combined[0]["task"])
+    metrics = [default_metric(t) for t in tasks]
     headers = ["β", "pipeline", "encoders", "bytes/image", "encoder MiB", "device MMACs",
                *(metric_label(m) for m in metrics)]
     rows = []
@@ -33,15 +32,15 @@ def comparison_table(combined: Sequence[dict], records: Sequence[dict]) -> str:
         rows.append([beta, "multi-task (one bitstream)", "1", f"{record['data_size']['bytes_mean']:.0f}",
                      f"{e['size_bits'] / 8 / 2**20:.3f}", f"{e['macs'] / 1e6:.1f}",
                      *(_percent(record["metrics"].get(m)) for m in metrics)])
-        singles = {t: _single_task(records, record, t) for t in TASKS}
+        singles = {t: _single_task(records, record, t) for t in tasks}
         have = {t: r for t, r in singles.items() if r is not None}
-        missing = [t for t in TASKS if t not in have]
+        missing = [t for t in tasks if t not in have]
         label = "single-task students, summed" + (f" (no {', '.join(missing)} record)" if missing else "")
         rows.append([beta, label, str(len(have)),
                      f"{sum(r['data_size']['bytes_mean'] for r in have.values()):.0f}",
                      f"{sum(r['encoder']['size_bits'] for r in have.values()) / 8 / 2**20:.3f}",
                      f"{sum(r['encoder']['macs'] for r in have.values()) / 1e6:.1f}",
-                     *(_percent(have[t]["metrics"].get(m)) if t in have else "–" for t, m in zip(TASKS, metrics,
+                     *(_percent(have[t]["metrics"].get(m)) if t in have else "–" for t, m in zip(tasks, metrics,
                                                                                                  strict=True))])
     return markdown_table(headers, rows, [False, False, True, True, True, True, True, True, True])
 

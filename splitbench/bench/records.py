@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from splitbench.errors import SplitbenchError
+from splitbench.tasks import TASKS, get_task
 
 
 class RecordError(SplitbenchError, ValueError):
@@ -26,8 +27,17 @@ REQUIRED_KEYS = ("method", "variant", "task", "dataset", "split", "backbone", "r
 REQUIRED_OK_KEYS = {"metrics": (), "data_size": ("bytes_mean",), "encoder": ("params", "size_bits")}
 STATUSES = ("ok", "failed")
 
-DEFAULT_METRIC = {"classification": "top1", "detection": "map", "segmentation": "miou"}
-TASK_ORDER = ("classification", "detection", "segmentation")
+TASK_ORDER = tuple(TASKS)  # the registry's order: classification first
+
+
+def default_metric(task: str) -> str | None:
+    """The metric a task is reported by (None: a task that combines several, or one this release lacks)."""
+    return get_task(task).default_metric if task in TASKS else None
+
+
+def combined_tasks(task: str) -> tuple[str, ...]:
+    """The tasks a combined record (one bitstream, several tasks) was evaluated on; () for a plain task."""
+    return get_task(task).combines if task in TASKS else ()
 
 METHOD_NAMES = {
     "entropic_student": "Entropic Student",
@@ -239,7 +249,7 @@ def resolve_metric(records: Sequence[dict], metric: str | None, task: str) -> st
     ok = [r for r in records if is_ok(r) and r["task"] == task]
     have = available_metrics(ok)
     if metric is None:
-        metric = DEFAULT_METRIC.get(task)
+        metric = default_metric(task)
         if metric is None:
             raise RecordError(f"no default metric for task {task!r}; pass metric= one of: {', '.join(have)}")
     if metric not in have:
@@ -257,6 +267,14 @@ def resolve_metric(records: Sequence[dict], metric: str | None, task: str) -> st
 
 def metric_label(metric: str) -> str:
     return METRIC_NAMES.get(metric, metric)
+
+
+def headline(record: dict) -> str:
+    """One line of a record's quality and size: each task's default metric (every task of a combined record)."""
+    tasks = combined_tasks(record["task"]) or (record["task"],)
+    metrics = [m for m in map(default_metric, tasks) if m is not None and m in record.get("metrics", {})]
+    quality = ", ".join(f"{metric_label(m)} {100 * record['metrics'][m]:.2f}%" for m in metrics) or "no metric"
+    return f"{quality} at {record['data_size']['bytes_mean']:.0f} B/sample"
 
 
 def encoder_mb(record: dict) -> float:

@@ -17,6 +17,7 @@ from splitbench.bench.multitask import comparison_table
 from splitbench.bench.records import (
     RecordError,
     available_metrics,
+    combined_tasks,
     curve_labels,
     format_rate_param,
     group_by_task,
@@ -101,8 +102,8 @@ def write_report(
     ok = [r for r in records if is_ok(r)]
     failed = [r for r in records if not is_ok(r)]
     # A multi-task point is plotted through its per-task records; its combined record feeds the comparison.
-    combined = [r for r in ok if r["task"] == "multitask"]
-    ok = [r for r in ok if r["task"] != "multitask"]
+    combined = [r for r in ok if combined_tasks(r["task"])]
+    ok = [r for r in ok if not combined_tasks(r["task"])]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

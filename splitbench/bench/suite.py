@@ -50,20 +50,20 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from splitbench.bench.records import headline
 from splitbench.config import (
     PACKAGE_CONFIGS,
-    ExperimentConfig,
     Strict,
-    _format_errors,
-    _pin_swept,
     apply_overrides,
     expand_sweep,
+    format_errors,
     load_raw,
+    pin_swept,
     resolve_config_path,
-    validate,
 )
 from splitbench.errors import ConfigError, SplitbenchError
-from splitbench.experiment import evaluate_experiment, run_dir, train_experiment
+from splitbench.experiment import Experiment, validate
+from splitbench.runs import Run, evaluate_experiment, train_experiment
 
 log = logging.getLogger("splitbench")
 
@@ -101,7 +101,7 @@ class Suite(Strict):
 class SuitePoint:
     """One validated config and where in the suite it came from (for messages)."""
 
-    config: ExperimentConfig
+    config: Experiment
     source: str
 
 
@@ -137,7 +137,7 @@ def load_suite(path: str | Path) -> tuple[Suite, Path]:
     try:
         return Suite.model_validate(raw), file
     except ValidationError as error:
-        message = _format_errors(error, Suite).replace("invalid config:", "invalid suite:", 1)
+        message = format_errors(error, Suite).replace("invalid config:", "invalid suite:", 1)
         raise ConfigError(f"{file}: {message}") from None
 
 
@@ -184,7 +184,7 @@ def suite_points(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Suite
         where = f"{file}: experiments[{i}] ({entry.config})"
         raw = load_raw(_entry_path(entry.config, file.parent, where))
         raw = apply_suite_set(raw, {**suite.set, **entry.set}, where)
-        raw = apply_overrides(_pin_swept(raw, overrides), overrides)
+        raw = apply_overrides(pin_swept(raw, overrides), overrides)
         points += [SuitePoint(validate(p, where), where) for p in expand_sweep(raw)]
     return suite, points
 
@@ -207,68 +207,6 @@ def recorded_hashes(results: Path) -> set[str]:
     return hashes
 
 
-def failed_record(config: ExperimentConfig, error: str) -> dict:
-    """The identifying fields of an ok record, ``status: failed`` and the error; no metrics."""
-    from splitbench.evaluation import versions
-    from splitbench.evaluation.records import now_utc
-    from splitbench.methods import get_method
-
-    method = get_method(config.method)
-    args = config.args()
-    return {
-        "method": config.method, "variant": method.variant(args), "task": config.task,
-        "dataset": config.data.dataset, "split": config.eval.split, "backbone": config.backbone.name,
-        "rate_param": method.rate_param(args), "run": config.run_name(), "config_hash": config.hash(),
-        "config": config.model_dump(mode="json"), "versions": versions(), "created": now_utc(),
-        "status": "failed", "error": error,
-    }
-
-
-def teacher_run(config: ExperimentConfig) -> str | None:
-    """The run in the same OUT this point loads as its teacher, if it loads one."""
-    from splitbench.experiment import teacher_run as configured_teacher_run
-    from splitbench.methods import get_method
-
-    method = get_method(config.method)
-    if not (method.uses_teacher or getattr(method, "server_is_teacher", False)):
-        return None
-    return configured_teacher_run(config)
-
-
-# Settings that change how a run is executed or evaluated, not the weights it produces.
-_NOT_TRAINING = ("eval", "data.val_samples", "data.workers", "train.device", "train.log_every",
-                 "train.checkpoint_every")
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def check_run_dir(config: ExperimentConfig, out: Path) -> None:
-    """Refuse to reuse or resume a run folder trained with different settings.
-
-    Run folders are named by method, variant, backbone and rate only, so a suite with other data or
-    training settings in the same OUT would otherwise take a stale checkpoint for its own.
-    """
-    stored_file = run_dir(config, out) / "config.yaml"
-    if not stored_file.is_file():
-        return
-    stored = _flatten(yaml.safe_load(stored_file.read_text()) or {})
-    current = _flatten(config.model_dump(mode="json"))
-    differ = [k for k in sorted(stored.keys() & current.keys())
-              if stored[k] != current[k] and not any(k == n or k.startswith(n + ".") for n in _NOT_TRAINING)]
-    if differ:
-        shown = ", ".join(f"{k}: {stored[k]!r} there, {current[k]!r} here" for k in differ[:3])
-        more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
-        raise SplitbenchError(f"{stored_file.parent} was trained with other settings ({shown}{more}); "
-                              f"use another --out, or delete that folder to retrain")
-
-
 def peak_memory_mib() -> float:
     """Peak resident memory of this process and of its finished children (Linux reports KiB)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -276,33 +214,22 @@ def peak_memory_mib() -> float:
     return max(own, children) / 1024
 
 
-def _headline(record: dict) -> str:
-    from splitbench.bench.records import DEFAULT_METRIC
-
-    metric = DEFAULT_METRIC.get(record["task"], "")
-    value = record["metrics"].get(metric)
-    quality = f"{metric} {100 * value:.2f}%" if isinstance(value, (int, float)) else "no metric"
-    return f"{quality} at {record['data_size']['bytes_mean']:.0f} B"
-
-
 # ---------------------------------------------------------------- running
 
 
 def _run_point(point: SuitePoint, out: Path, progress: bool, failed_training: dict[str, str]) -> dict:
     """Train (if its method needs training with these args) then evaluate one point; returns its record."""
-    from splitbench.methods import get_method
-
     config = point.config
-    teacher = teacher_run(config)
+    run = Run(config, out)
+    teacher = run.teacher_name
     if teacher in failed_training:
         raise SplitbenchError(f"its teacher run {teacher!r} failed to train in this suite "
                               f"({failed_training[teacher]})")
-    if get_method(config.method).needs_training(config):
+    if run.method.needs_training(config):
         try:
-            check_run_dir(config, out)
             train_experiment(config, out, resume=True, progress=progress)
         except Exception as error:
-            failed_training[config.run_name()] = f"{type(error).__name__}: {error}"
+            failed_training[run.name] = f"{type(error).__name__}: {error}"
             raise
     return evaluate_experiment(config, out, progress=progress)
 
@@ -338,7 +265,7 @@ def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
             record = _run_point(point, out, progress, failed_training)
         except Exception as error:  # any failure is a failed point; KeyboardInterrupt is not an Exception
             message = f"{type(error).__name__}: {error}"
-            append_record(results, failed_record(config, message))
+            append_record(results, Run(config, out).failed_record(message))
             summary.failed.append(FailedPoint(name, digest, message, point.source))
             elapsed = time.perf_counter() - began
             log.error("[%d/%d] %s: FAILED after %.1f s: %s", i, total, name, elapsed, message.splitlines()[0])
@@ -348,7 +275,7 @@ def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
             done.add(digest)
             summary.ok.append(name)
             elapsed = time.perf_counter() - began
-            log.info("[%d/%d] %s: done in %.1f s (%s)", i, total, name, elapsed, _headline(record))
+            log.info("[%d/%d] %s: done in %.1f s (%s)", i, total, name, elapsed, headline(record))
         point_seconds += elapsed
 
     records = load_records([results]) if results.exists() else []

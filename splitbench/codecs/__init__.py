@@ -16,18 +16,29 @@ from splitbench.codecs.base import (
     list_codecs,
 )
 from splitbench.codecs.features import FeatureCodec
-from splitbench.codecs.pool import CodedSample, CodingRun, encode_decode_many
+from splitbench.codecs.options import CodecArgs, CodecOption, check_codec, codec_variant, quality_param
+from splitbench.codecs.pool import CodecPool, CodedSample, CodingRun, SampleCodec, encode_decode_many
+from splitbench.codecs.raw import RawFeatures, RawPixels
 
 __all__ = [
     "CODECS",
+    "CodecArgs",
     "CodecError",
+    "CodecOption",
+    "CodecPool",
     "CodecUnavailableError",
     "CodedSample",
     "CodingRun",
     "FeatureCodec",
     "ImageCodec",
+    "RawFeatures",
+    "RawPixels",
+    "SampleCodec",
     "available_codecs",
+    "check_codec",
+    "codec_variant",
     "encode_decode_many",
     "get_codec",
     "list_codecs",
+    "quality_param",
 ]

@@ -1,8 +1,8 @@
 """Load sc2bench (0.1.x) splittable-ResNet checkpoints into splitbench models, strictly.
 
 sc2bench's ``splittable_resnet``/``splittable_resnest`` replace a ResNet's stem and layer1 with a
-bottleneck layer; splitbench's :class:`BottleneckClassifier` split after ``layer1`` is the same
-network. Supported bottlenecks: ``FPBasedResNetBottleneck`` (factorized prior),
+bottleneck layer; a splitbench :class:`~splitbench.models.network.SplitNetwork` whose bottleneck trunk
+is split after ``layer1`` is the same network. Supported bottlenecks: ``FPBasedResNetBottleneck`` (factorized prior),
 ``SHPBasedResNetBottleneck`` and ``MSHPBasedResNetBottleneck`` (scale / mean-scale hyperprior),
 all with GDN1, which splitbench builds as ``simplified_gdn=True``; and CR+BQ's
 ``larger_resnet_bottleneck`` (a conv/BatchNorm/ReLU stack, 8-bit quantized), which splitbench
@@ -14,15 +14,16 @@ conv1..layer2, tail layer3-4 as its ``short_module_names=['layer3', 'layer4', ..
 
 Key mapping (sc2bench → splitbench); :data:`PREFIXES` is the whole of it:
 
-=======================================  ===========================================
-``bottleneck_layer.encoder.*`` / ``g_a.*``  ``bottleneck.encoder.*``
-``bottleneck_layer.decoder.*`` / ``g_s.*``  ``bottleneck.decoder.*``
-``bottleneck_layer.entropy_bottleneck.*``   ``bottleneck.coder.entropy_bottleneck.*``
-``bottleneck_layer.gaussian_conditional.*`` ``bottleneck.coder.gaussian_conditional.*``
-``bottleneck_layer.h_a.*`` / ``h_s.*``      ``bottleneck.coder.h_a.*`` / ``h_s.*``
-``layer2.*`` … ``layer4.*``, ``fc.*``       the tail stage holding that child, per the backbone's
-                                            stage layout (torchvision: ``tail.stages.head.2.*`` for fc)
-=======================================  ===========================================
+=======================================  ==================================================
+``bottleneck_layer.encoder.*`` / ``g_a.*``  ``trunk.bottleneck.encoder.*``
+``bottleneck_layer.decoder.*`` / ``g_s.*``  ``trunk.bottleneck.decoder.*``
+``bottleneck_layer.entropy_bottleneck.*``   ``trunk.bottleneck.coder.entropy_bottleneck.*``
+``bottleneck_layer.gaussian_conditional.*`` ``trunk.bottleneck.coder.gaussian_conditional.*``
+``bottleneck_layer.h_a.*`` / ``h_s.*``      ``trunk.bottleneck.coder.h_a.*`` / ``h_s.*``
+``layer2.*`` … ``layer4.*``                 ``trunk.tail.stages.<the stage holding that child>.*``
+``fc.*``                                    ``heads.classification.layers.<its index>.*`` (the
+                                            backbone's classifier stage; torchvision: ``layers.2``)
+=======================================  ==================================================
 
 CR+BQ uses the first two rows and the tail rows only (its Sequential indices are kept as they
 are); its quantizer has no state, and its per-sample scale and zero point travel in each bitstream.
@@ -52,6 +53,7 @@ from typing import Literal
 
 import torch
 
+from splitbench.compression.crbq_bottleneck import build_larger_resnet_bottleneck
 from splitbench.compression.latent_coders import (
     FactorizedPrior,
     LatentCoder,
@@ -60,20 +62,20 @@ from splitbench.compression.latent_coders import (
     ScaleHyperprior,
 )
 from splitbench.errors import CheckpointError
-from splitbench.methods.cr_bq import build_larger_resnet_student
 from splitbench.models.backbones import LAYOUTS, get_backbone
-from splitbench.models.bottleneck_classifier import BottleneckClassifier, build_bottleneck_classifier
+from splitbench.models.builders import classifier_network, gdn_bottleneck, split_shape, student
+from splitbench.models.network import CLASSIFIER, SplitNetwork
 
 # sc2bench bottleneck prefix -> splitbench prefix (the tail's prefixes come from the stage layout).
 PREFIXES: dict[str, str] = {
-    "bottleneck_layer.encoder.": "bottleneck.encoder.",
-    "bottleneck_layer.g_a.": "bottleneck.encoder.",
-    "bottleneck_layer.decoder.": "bottleneck.decoder.",
-    "bottleneck_layer.g_s.": "bottleneck.decoder.",
-    "bottleneck_layer.entropy_bottleneck.": "bottleneck.coder.entropy_bottleneck.",
-    "bottleneck_layer.gaussian_conditional.": "bottleneck.coder.gaussian_conditional.",
-    "bottleneck_layer.h_a.": "bottleneck.coder.h_a.",
-    "bottleneck_layer.h_s.": "bottleneck.coder.h_s.",
+    "bottleneck_layer.encoder.": "trunk.bottleneck.encoder.",
+    "bottleneck_layer.g_a.": "trunk.bottleneck.encoder.",
+    "bottleneck_layer.decoder.": "trunk.bottleneck.decoder.",
+    "bottleneck_layer.g_s.": "trunk.bottleneck.decoder.",
+    "bottleneck_layer.entropy_bottleneck.": "trunk.bottleneck.coder.entropy_bottleneck.",
+    "bottleneck_layer.gaussian_conditional.": "trunk.bottleneck.coder.gaussian_conditional.",
+    "bottleneck_layer.h_a.": "trunk.bottleneck.coder.h_a.",
+    "bottleneck_layer.h_s.": "trunk.bottleneck.coder.h_s.",
 }
 TAIL_CHILDREN = ("layer2", "layer3", "layer4", "fc")  # SplittableResNet's children after the bottleneck
 MAY_BE_ABSENT = ("num_batches_tracked",)  # splitbench keys a FrozenBatchNorm2d checkpoint lacks (kept at 0)
@@ -224,37 +226,43 @@ def infer_architecture(state: Mapping[str, torch.Tensor], backbone: str | None =
     )
 
 
-def build_model(arch: Sc2benchArchitecture, image_size: int = 224) -> BottleneckClassifier:
+def build_model(arch: Sc2benchArchitecture, image_size: int = 224) -> SplitNetwork:
     """The splitbench network an sc2bench checkpoint of ``arch`` loads into (random weights until it does)."""
-    backbone = get_backbone(arch.backbone, arch.num_classes)
+    teacher = classifier_network(get_backbone(arch.backbone, arch.num_classes), image_size)
+    shape = split_shape(teacher, arch.split_after, image_size)
     if arch.variant == "crbq":
-        return build_larger_resnet_student(backbone, arch.split_after, image_size, arch.coder())
-    return build_bottleneck_classifier(
-        backbone, SPLIT_AFTER, image_size, arch.coder(), encoder_channels=arch.encoder_channels,
-        decoder_channels=arch.decoder_channels, simplified_gdn=True,
-    )
+        bottleneck = build_larger_resnet_bottleneck(arch.coder(), shape, image_size)
+    else:
+        bottleneck = gdn_bottleneck(shape, image_size, arch.coder(), encoder_channels=arch.encoder_channels,
+                                    decoder_channels=arch.decoder_channels, simplified_gdn=True)
+    return student(teacher, arch.split_after, bottleneck, image_size)
 
 
 def tail_prefixes(backbone: str, split_after: str = SPLIT_AFTER) -> dict[str, str]:
-    """sc2bench tail child -> splitbench prefix, read off the backbone's stage layout."""
+    """sc2bench tail child -> splitbench prefix, read off the backbone's stage layout (its last stage is the
+    classifier, which is the classification head)."""
     if backbone not in LAYOUTS:
         raise CheckpointError(f"sc2bench checkpoints map onto registered ResNet layouts; {backbone!r} has none")
     children = _tail_children(split_after)
+    layout = LAYOUTS[backbone][1]
+    classifier = list(layout)[-1]
     prefixes = {}
-    for stage, members in LAYOUTS[backbone][1].items():
+    for stage, members in layout.items():
         for i, member in enumerate(members):
             if member in children:
-                prefixes[f"{member}."] = f"tail.stages.{stage}." + (f"{i}." if len(members) > 1 else "")
+                index = f"{i}." if len(members) > 1 else ""
+                prefixes[f"{member}."] = (f"heads.{CLASSIFIER}.layers.{index}" if stage == classifier
+                                          else f"trunk.tail.stages.{stage}.{index}")
     if len(prefixes) != len(children):
         raise CheckpointError(f"{backbone}'s stage layout lacks some of {children}")
     return prefixes
 
 
 def convert_state_dict(
-    state: Mapping[str, torch.Tensor], model: BottleneckClassifier, backbone: str
+    state: Mapping[str, torch.Tensor], model: SplitNetwork, backbone: str
 ) -> dict[str, torch.Tensor]:
     """Rename sc2bench keys to ``model``'s; any key either side cannot account for is an error."""
-    prefixes = {**PREFIXES, **tail_prefixes(backbone, model.split_after)}
+    prefixes = {**PREFIXES, **tail_prefixes(backbone, model.trunk.split_after)}
     target = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     unmapped, unknown = [], []
@@ -302,7 +310,7 @@ def _ensure_tables(coder: LatentCoder) -> None:
 
 def load_sc2bench(
     source: str | os.PathLike | Mapping, *, backbone: str | None = None, image_size: int = 224
-) -> BottleneckClassifier:
+) -> SplitNetwork:
     """A splitbench model with an sc2bench checkpoint's weights and coder tables (eval mode).
 
     ``source`` is a checkpoint file, a torchdistill checkpoint dict or a model state dict;
@@ -313,5 +321,5 @@ def load_sc2bench(
     arch = infer_architecture(state, backbone)
     model = build_model(arch, image_size)
     model.load_state_dict(convert_state_dict(state, model, arch.backbone), strict=True)
-    _ensure_tables(model.coder)
+    _ensure_tables(model.trunk.coder)
     return model.eval()

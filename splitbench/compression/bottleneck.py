@@ -16,13 +16,14 @@ import torch
 from torch import nn
 
 from splitbench.compression.latent_coders import LatentCoder
+from splitbench.errors import SplitbenchError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.layers import GDN, GDN1
 
 
-class BottleneckShapeError(ValueError):
+class BottleneckShapeError(SplitbenchError, ValueError):
     """The bottleneck cannot reproduce the split point's output shape; the message has both shapes."""
 
 

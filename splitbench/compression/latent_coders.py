@@ -1,8 +1,9 @@
 """Entropy models for a latent ``y``: likelihoods for training, real per-sample bitstreams for inference.
 
 CompressAI supplies the entropy models and the rANS coder; this module adds what a split
-pipeline needs on top: one container bitstream per sample, a validated decode, the rate
-estimate in bits per sample, and the exact set of tensors the mobile side must hold.
+pipeline needs on top: the coded strings of each sample on its own (the pipeline puts them in one
+container per sample), a decode that checks what it is given, a batch-invariant rate estimate in
+bits per sample, and the exact set of tensors the mobile side must hold.
 
 Coders: :class:`FactorizedPrior` (EntropyBottleneck on y), :class:`ScaleHyperprior` and
 :class:`MeanScaleHyperprior` (GaussianConditional on y, EntropyBottleneck on the hyper-latent z),
@@ -17,13 +18,14 @@ import math
 import struct
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from splitbench.complexity import count_macs
-from splitbench.compression.bitstream import Bitstream, BitstreamError, pack, unpack
+from splitbench.compression.bitstream import BitstreamError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # compressai imports torch.jit.script
@@ -41,10 +43,14 @@ MAX_LATENT_ELEMENTS = 1 << 24
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
+Strings = Sequence[bytes]  # one sample's coded segments (y, or y and z)
+
+
 class LatentCoder(nn.Module, ABC):
     """Interface every entropy model follows, so bottlenecks and pipelines never special-case one."""
 
     channels: int  # channels of the latent y it codes
+    num_segments: ClassVar[int] = 1  # coded strings per sample
 
     @abstractmethod
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -55,12 +61,18 @@ class LatentCoder(nn.Module, ABC):
         """The y_hat a decoder sees at test time (without coding), e.g. for stage-2 training."""
 
     @abstractmethod
-    def compress(self, y: torch.Tensor) -> list[bytes]:
-        """One container bitstream per sample."""
+    def compress(self, y: torch.Tensor) -> list[tuple[bytes, ...]]:
+        """Each sample coded on its own: ``num_segments`` strings per sample, whatever the batch."""
 
     @abstractmethod
-    def decompress(self, payloads: list[bytes]) -> torch.Tensor:
-        """Inverse of :meth:`compress`; raises BitstreamError on anything malformed."""
+    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int]) -> torch.Tensor:
+        """Inverse of :meth:`compress` for samples whose latent has spatial ``shape`` (derived by the caller,
+        never read off the wire); raises BitstreamError on strings that cannot be this latent."""
+
+    @abstractmethod
+    def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
+        """The entropy model's rate estimate −Σ log2 p of the test-time quantized latent, per sample ([B]).
+        A sample's estimate does not depend on the batch it is computed in."""
 
     @abstractmethod
     def update(self) -> None:
@@ -102,20 +114,21 @@ def bits_per_sample(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def _padded(segment: bytes, symbols: int) -> bytes:
+def pad_for_decoder(segment: bytes, symbols: int) -> bytes:
     return segment + bytes(_PAD_BYTES_PER_SYMBOL * symbols + 64)
 
 
-def _parse(payloads: list[bytes], num_segments: int, channels: int) -> tuple[list[Bitstream], tuple[int, int]]:
-    """Validate a batch of (H, W) bitstreams with ``num_segments`` segments; returns them and their shared shape."""
-    if not payloads:
+def _check_strings(strings: Sequence[Strings], count: int) -> None:
+    if not strings:
         raise BitstreamError("no bitstreams to decode")
-    parsed = [unpack(p, ndim=2, num_segments=num_segments, max_elements=MAX_LATENT_ELEMENTS // channels)
-              for p in payloads]
-    shape = parsed[0].shape
-    if any(b.shape != shape for b in parsed):
-        raise BitstreamError("bitstreams in one batch must share a latent shape; decode them separately")
-    return parsed, (shape[0], shape[1])
+    if any(len(s) != count for s in strings):
+        raise BitstreamError(f"this coder needs {count} segment(s) per sample")
+
+
+def entropy_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters of every entropy model inside ``module`` (densities, quantiles), which train at their
+    own learning rate (see :meth:`~splitbench.training.module.TrainingModule.parameter_groups`)."""
+    return [p for m in module.modules() if isinstance(m, EntropyModel) for p in m.parameters()]
 
 
 @torch.no_grad()
@@ -161,6 +174,51 @@ def gaussian_tables(gc: GaussianConditional) -> dict[str, torch.Tensor]:
             "offset": gc._offset}
 
 
+def _bounded(model: EntropyModel, likelihood: torch.Tensor) -> torch.Tensor:
+    return model.likelihood_lower_bound(likelihood) if model.use_likelihood_bound else likelihood
+
+
+@torch.no_grad()
+def factorized_bits(eb: EntropyBottleneck, y: torch.Tensor) -> torch.Tensor:
+    """−Σ log2 p per sample of ``y`` rounded around the medians, under an EntropyBottleneck's density.
+
+    The quantity the bottleneck's own eval-mode likelihoods give, but batch-invariant: CompressAI evaluates
+    the density with a matmul whose float rounding depends on how many values it gets at once, so a
+    sample's estimate would change with its batch. Here the density is evaluated on one fixed grid of
+    integer offsets per channel (the range the coder's tables cover) and looked up; the rare offset outside
+    it (an escape-coded value) is evaluated on its own, one fixed-shape call per offset.
+    """
+    medians = eb._get_medians().detach().reshape(-1)
+    channels = medians.numel()
+    view = (1, channels) + (1,) * (y.dim() - 2)
+    offsets = torch.round(y.detach().float() - medians.view(view))
+    q = eb.quantiles.detach()[:, 0, :]
+    low = -int(torch.ceil(q[:, 1] - q[:, 0]).clamp(min=0).max())
+    high = int(torch.ceil(q[:, 2] - q[:, 1]).clamp(min=0).max())
+    grid = torch.arange(low, high + 1, device=medians.device, dtype=medians.dtype)
+
+    def bits_at(values: torch.Tensor) -> torch.Tensor:  # values: (K,) offsets -> (C, K) bits
+        likelihood = eb._likelihood((medians[:, None] + values[None, :])[:, None, :], stop_gradient=True)[0]
+        return -torch.log2(_bounded(eb, likelihood))[:, 0, :]
+
+    table = bits_at(grid)
+    index = (offsets - low).clamp(0, len(grid) - 1).long().flatten(2)
+    bits = torch.gather(table.expand(offsets.shape[0], -1, -1), 2, index).view_as(offsets)
+    outside = (offsets < low) | (offsets > high)
+    for value in torch.unique(offsets[outside]).tolist():
+        where = offsets == value
+        bits[where] = bits_at(torch.tensor([value], device=medians.device)).view(view).expand_as(offsets)[where]
+    return bits.flatten(1).sum(1)
+
+
+@torch.no_grad()
+def gaussian_bits(gc: GaussianConditional, y: torch.Tensor, scales: torch.Tensor,
+                  means: torch.Tensor | None) -> torch.Tensor:
+    """−Σ log2 p per sample of ``y`` rounded around ``means``, under the Gaussian conditional (elementwise)."""
+    y_hat = gc.quantize(y.float(), "dequantize", means)
+    return -torch.log2(_bounded(gc, gc._likelihood(y_hat, scales, means))).flatten(1).sum(1)
+
+
 class FactorizedPrior(LatentCoder):
     """A fully factorized (per-channel, non-parametric) prior: CompressAI's EntropyBottleneck."""
 
@@ -178,15 +236,16 @@ class FactorizedPrior(LatentCoder):
         medians = eb._get_medians()
         return torch.round(y - medians) + medians
 
-    def compress(self, y: torch.Tensor) -> list[bytes]:
-        strings = self.entropy_bottleneck.compress(y)
-        return [pack(y.shape[-2:], [s]) for s in strings]
+    def compress(self, y: torch.Tensor) -> list[tuple[bytes, ...]]:
+        return [(s,) for s in self.entropy_bottleneck.compress(y)]
 
-    def decompress(self, payloads: list[bytes]) -> torch.Tensor:
-        parsed, shape = _parse(payloads, 1, self.channels)
+    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int]) -> torch.Tensor:
+        _check_strings(strings, 1)
         symbols = self.channels * shape[0] * shape[1]
-        strings = [_padded(b.segments[0], symbols) for b in parsed]
-        return self.entropy_bottleneck.decompress(strings, shape)
+        return self.entropy_bottleneck.decompress([pad_for_decoder(s[0], symbols) for s in strings], tuple(shape))
+
+    def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
+        return factorized_bits(self.entropy_bottleneck, y)
 
     def update(self) -> None:
         self.fit_quantiles()
@@ -234,12 +293,13 @@ def _per_sample(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class ScaleHyperprior(LatentCoder):
     """y ~ N(0, σ²) with σ predicted from a hyper-latent z = h_a(|y|), z coded with a factorized prior.
 
-    One bitstream per sample: segments [y string, z string] and shape (H, W) of y; z's shape
-    follows from y's (the decoder derives it, so a mismatched pair cannot be sent). The device
-    runs h_a *and* h_s (it needs σ to code y), so both count in :meth:`mobile_state`.
+    Two strings per sample, [y string, z string]; z's shape follows from y's (the decoder derives it, so
+    a mismatched pair cannot be sent). The device runs h_a *and* h_s (it needs σ to code y), so both
+    count in :meth:`mobile_state`.
     """
 
     predicts_means: ClassVar[bool] = False
+    num_segments = 2
 
     def __init__(self, channels: int, hyper_channels: int = 16) -> None:
         super().__init__()
@@ -314,26 +374,32 @@ class ScaleHyperprior(LatentCoder):
         return self.gaussian_conditional.quantize(y.float(), "dequantize", means)
 
     @torch.no_grad()
-    def compress(self, y: torch.Tensor) -> list[bytes]:
+    def compress(self, y: torch.Tensor) -> list[tuple[bytes, ...]]:
         y = y.float()
         z, scales, means = self._coding_params(y)
         gc = self.gaussian_conditional
         z_strings = self.entropy_bottleneck.compress(z)
         y_strings = gc.compress(y, gc.build_indexes(scales), means=means)
-        return [pack(y.shape[-2:], [ys, zs]) for ys, zs in zip(y_strings, z_strings, strict=True)]
+        return list(zip(y_strings, z_strings, strict=True))
 
     @torch.no_grad()
-    def decompress(self, payloads: list[bytes]) -> torch.Tensor:
-        parsed, size = _parse(payloads, 2, self.channels)
+    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int]) -> torch.Tensor:
+        _check_strings(strings, 2)
+        size = (int(shape[0]), int(shape[1]))
         z_size = self._z_size(size)
         device = self.entropy_bottleneck.quantiles.device
         z_symbols = self.hyper_channels * z_size[0] * z_size[1]
-        z_hat = self.entropy_bottleneck.decompress([_padded(b.segments[1], z_symbols) for b in parsed], z_size)
+        z_hat = self.entropy_bottleneck.decompress([pad_for_decoder(s[1], z_symbols) for s in strings], z_size)
         scales, means = self._gaussian(_per_sample(self.h_s, z_hat.to(device)), size)
         gc = self.gaussian_conditional
         y_symbols = self.channels * size[0] * size[1]
-        return gc.decompress([_padded(b.segments[0], y_symbols) for b in parsed], gc.build_indexes(scales),
-                             means=means)
+        return gc.decompress([pad_for_decoder(s[0], y_symbols) for s in strings], gc.build_indexes(scales), means=means)
+
+    def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
+        """y's bits under the scales (and means) the decoder will see, plus z's: both per sample."""
+        with torch.no_grad():
+            z, scales, means = self._coding_params(y.float())
+        return gaussian_bits(self.gaussian_conditional, y, scales, means) + factorized_bits(self.entropy_bottleneck, z)
 
     def update(self) -> None:
         fit_quantiles(self.entropy_bottleneck)
@@ -422,24 +488,24 @@ class Quantize8Bit(LatentCoder):
         return self._dequantize(self._symbols(y, scale, zero_point), scale, zero_point)
 
     @torch.no_grad()
-    def compress(self, y: torch.Tensor) -> list[bytes]:
+    def compress(self, y: torch.Tensor) -> list[tuple[bytes, ...]]:
         scale, zero_point = self._params(y)
         q = self._symbols(y, scale, zero_point).to(torch.uint8).cpu().numpy()
         scale, zero_point = scale.flatten().tolist(), zero_point.flatten().tolist()
         if self.integer_zero_point:
             zero_point = [int(z) for z in zero_point]
         params = self._params_format
-        return [pack(y.shape[-2:], [params.pack(scale[i], zero_point[i]) + q[i].tobytes()])
-                for i in range(y.shape[0])]
+        return [(params.pack(scale[i], zero_point[i]) + q[i].tobytes(),) for i in range(y.shape[0])]
 
     @torch.no_grad()
-    def decompress(self, payloads: list[bytes]) -> torch.Tensor:
-        parsed, (h, w) = _parse(payloads, 1, self.channels)
+    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int]) -> torch.Tensor:
+        _check_strings(strings, 1)
+        h, w = int(shape[0]), int(shape[1])
         params = self._params_format
         expected = params.size + self.channels * h * w
-        out = torch.empty(len(parsed), self.channels, h, w)
-        for i, stream in enumerate(parsed):
-            data = stream.segments[0]
+        out = torch.empty(len(strings), self.channels, h, w)
+        for i, segments in enumerate(strings):
+            data = segments[0]
             if len(data) != expected:
                 raise BitstreamError(f"8-bit payload of {len(data)} bytes; a {self.channels}×{h}×{w} latent "
                                      f"needs {expected}")
@@ -449,6 +515,10 @@ class Quantize8Bit(LatentCoder):
             q = torch.frombuffer(bytearray(data[params.size :]), dtype=torch.uint8).view(self.channels, h, w)
             out[i] = self._dequantize(q.float(), torch.tensor(scale), torch.tensor(float(zero_point)))
         return out
+
+    def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
+        """A fixed-length code: 8 bits per value (what :meth:`forward`'s 1/256 likelihoods say)."""
+        return torch.full((y.shape[0],), 8.0 * y[0].numel())
 
     def update(self) -> None:
         """Nothing to build: the code has no tables."""

@@ -3,22 +3,22 @@
 from splitbench.data import coco, folders, shapes, voc  # noqa: F401  (register their datasets)
 from splitbench.data.base import (
     DATASETS,
-    TASKS,
     DatasetNotFoundError,
     DatasetSpec,
     collate_detection,
     get_dataset,
     list_datasets,
     num_classes,
+    subset,
 )
 from splitbench.data.shapes import ShapesDataset, ShapesSample
 
 __all__ = [
     "DATASETS",
-    "TASKS",
     "DatasetNotFoundError",
     "DatasetSpec",
     "collate_detection",
+    "subset",
     "get_dataset",
     "list_datasets",
     "num_classes",

@@ -10,13 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from PIL import Image
+from torch.utils.data import Dataset, Subset
 
 from splitbench.errors import ConfigError
 from splitbench.registry import Registry
-
-TASKS = ("classification", "detection", "segmentation", "multitask")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -103,6 +103,30 @@ def num_classes(name: str, root: str | None = None, task: str = "classification"
     For detection and segmentation it includes the background (class 0), as torchvision's heads expect.
     """
     return DATASETS.get(name).num_classes(root, task)
+
+
+def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """``(width, height)`` scaled so the shorter side is ``size``, aspect kept (rounded to pixels)."""
+    scale = size / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def pil_to_float(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) float32 in [0, 1] (not normalised: models normalise internally)."""
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def subset(dataset: Dataset, num_samples: int | None, seed: int) -> Dataset:
+    """A seeded random subset of ``num_samples`` (sorted, so reading stays sequential on disk), keeping
+    ``classes``; the whole dataset when None or larger."""
+    if num_samples is None or num_samples >= len(dataset):
+        return dataset
+    gen = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(len(dataset), generator=gen)[:num_samples].sort().values.tolist()
+    part = Subset(dataset, indices)
+    part.classes = getattr(dataset, "classes", None)  # type: ignore[attr-defined]
+    return part
 
 
 def collate_detection(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor | list, list]:

@@ -13,30 +13,24 @@ import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from splitbench.data.base import DatasetNotFoundError, DatasetSpec, register_dataset
-from splitbench.data.folders import _subset
+from splitbench.data.base import (
+    DatasetNotFoundError,
+    DatasetSpec,
+    pil_to_float,
+    register_dataset,
+    shorter_side_size,
+    subset,
+)
+from splitbench.data.voc import CocoVOCMasks
 
 SPLITS = ("train", "val")
 NUM_CLASSES = 81  # 80 categories + background (label 0)
 LAYOUT = "<root>/{train2017,val2017}/*.jpg and <root>/annotations/instances_{train,val}2017.json"
 GET_IT = "get COCO 2017 (images and annotations) from https://cocodataset.org/#download; splitbench never downloads it"
-
-
-def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
-    """``(width, height)`` scaled so the shorter side is ``size``, aspect kept (rounded to pixels)."""
-    scale = size / min(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def pil_to_float(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) float32 in [0, 1] (not normalised: models normalise internally)."""
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 class CocoDetection(Dataset):
@@ -148,12 +142,10 @@ def _build(
 ) -> Dataset:
     image_dir, annotation_file = coco_paths(root, split)
     if task == "segmentation":  # the masks of VOC's 20 categories, for segmenters pretrained on COCO
-        from splitbench.data.voc import CocoVOCMasks
-
         dataset = CocoVOCMasks(image_dir, annotation_file, image_size=image_size, train=train_transforms)
     else:
         dataset = CocoDetection(image_dir, annotation_file, image_size=image_size, train=train_transforms)
-    return _subset(dataset, num_samples, seed)
+    return subset(dataset, num_samples, seed)
 
 
 register_dataset(

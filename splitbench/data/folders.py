@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-from splitbench.data.base import DatasetNotFoundError, DatasetSpec, register_dataset
+from splitbench.data.base import DatasetNotFoundError, DatasetSpec, register_dataset, subset
 
 FOLDER_LAYOUT = "<root>/<split>/<class>/<image>, e.g. <root>/train/n01440764/n01440764_10026.JPEG"
 DEFAULT_IMAGE_SIZE = 224
@@ -30,17 +29,6 @@ def imagenet_transforms(image_size: int, train: bool) -> Callable:
     if train:
         return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor()])
     return T.Compose([T.Resize(int(image_size / CROP_RATIO)), T.CenterCrop(image_size), T.ToTensor()])
-
-
-def _subset(dataset: Dataset, num_samples: int | None, seed: int) -> Dataset:
-    """A seeded random subset (sorted, so reading stays sequential on disk), keeping ``classes``."""
-    if num_samples is None or num_samples >= len(dataset):
-        return dataset
-    gen = torch.Generator().manual_seed(seed)
-    indices = torch.randperm(len(dataset), generator=gen)[:num_samples].sort().values.tolist()
-    subset = Subset(dataset, indices)
-    subset.classes = getattr(dataset, "classes", None)  # type: ignore[attr-defined]
-    return subset
 
 
 # --- ImageNet-style folders ------------------------------------------------------------------------
@@ -82,7 +70,7 @@ def _build_folder(
         dataset = ImageFolder(str(path), transform=transform)
     except FileNotFoundError as err:  # no class folders, or no images in them
         raise DatasetNotFoundError(f"dataset {name!r}: {err} Expected layout: {FOLDER_LAYOUT}") from err
-    return _subset(dataset, num_samples, seed)
+    return subset(dataset, num_samples, seed)
 
 
 def _folder_classes(name: str, splits: tuple[str, ...], root: str | None) -> int:
@@ -186,7 +174,7 @@ def _build_torchvision(
         if "not found" in str(err).lower() or "download=True" in str(err):
             raise _not_found(name, root, info.folder) from err
         raise
-    return _subset(dataset, num_samples, seed)
+    return subset(dataset, num_samples, seed)
 
 
 for _name, _info in _TORCHVISION_SETS.items():

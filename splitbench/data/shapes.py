@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from splitbench.data.base import TASKS, DatasetSpec, register_dataset
+from splitbench.data.base import DatasetSpec, register_dataset
 
 CLASSES = (
     "circle",
@@ -43,6 +43,7 @@ CLASSES = (
     "l_shape",
 )
 SPLITS = ("train", "val", "test")
+TASKS = ("classification", "detection", "segmentation", "multitask")  # the targets a sample carries
 DEFAULT_SIZES = {"train": 5000, "val": 1000, "test": 1000}
 DEFAULT_IMAGE_SIZE = 96
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}

@@ -17,9 +17,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from splitbench.data.base import DatasetNotFoundError, DatasetSpec, register_dataset
-from splitbench.data.coco import pil_to_float, shorter_side_size
-from splitbench.data.folders import _subset
+from splitbench.data.base import (
+    DatasetNotFoundError,
+    DatasetSpec,
+    pil_to_float,
+    register_dataset,
+    shorter_side_size,
+    subset,
+)
 
 SPLITS = ("train", "val")
 CLASSES = (
@@ -201,7 +206,7 @@ def _build(
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         raise DatasetNotFoundError(f"dataset 'voc': {str(base / VOC_DIR)!r} not found ({err}); {GET_IT}") from err
     dataset = VOCSegmentation(files.images, files.targets, image_size=image_size, train=train_transforms)
-    return _subset(dataset, num_samples, seed)
+    return subset(dataset, num_samples, seed)
 
 
 register_dataset(

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from splitbench.pipeline import SplitPipeline
+from splitbench.evaluation.task_metrics import Metric, TopKAccuracy
+from splitbench.pipelines.base import SplitPipeline
 
 
 @dataclass
@@ -41,78 +42,13 @@ def _timed(fn, *args):
     return out, time.perf_counter() - start
 
 
-class TopKAccuracy:
-    """Top-1 and top-5 accuracy from logits (top-k is capped at the number of classes)."""
-
-    def __init__(self) -> None:
-        self.correct1 = self.correct5 = self.n = 0
-
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        labels = labels.to(logits.device)
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        self.correct1 += int((top5[:, 0] == labels).sum())
-        self.correct5 += int((top5 == labels[:, None]).any(1).sum())
-        self.n += labels.shape[0]
-
-    def running(self) -> dict[str, str]:
-        return {"top1": f"{self.correct1 / max(1, self.n):.3f}"}
-
-    def compute(self) -> dict[str, float]:
-        return {"top1": self.correct1 / self.n, "top5": self.correct5 / self.n}
-
-
-class MultiTaskMetric:
-    """Every task's metric from per-image prediction dicts (task → prediction) and multi-task targets
-    (``{"label", "boxes", "labels", "mask"}``); :attr:`per_task` holds each task's metrics after compute."""
-
-    def __init__(self, segmentation_classes: int) -> None:
-        self.segmentation_classes = segmentation_classes
-        self.metrics: dict = {}
-        self.per_task: dict[str, dict[str, float]] = {}
-
-    def update(self, predictions: list[dict], targets: list[dict]) -> None:
-        for task in predictions[0]:
-            if task not in self.metrics:
-                self.metrics[task] = task_metric(task, self.segmentation_classes)
-            mine = [p[task] for p in predictions]
-            if task == "classification":
-                self.metrics[task].update(torch.stack(mine), torch.tensor([int(t["label"]) for t in targets]))
-            elif task == "detection":
-                self.metrics[task].update(mine, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
-            else:
-                self.metrics[task].update(mine, [t["mask"] for t in targets])
-
-    def running(self) -> dict[str, str]:
-        return self.metrics["classification"].running() if "classification" in self.metrics else {}
-
-    def compute(self) -> dict[str, float]:
-        self.per_task = {task: metric.compute() for task, metric in self.metrics.items()}
-        return {k: v for metrics in self.per_task.values() for k, v in metrics.items()}
-
-
-def task_metric(task: str, num_classes: int):
-    """The accumulator of a task's quality metric: ``update(predictions, targets)``, ``compute() -> dict``.
-    ``num_classes`` matters for segmentation (classes with background; for multitask, its segmentation's)."""
-    if task == "classification":
-        return TopKAccuracy()
-    from splitbench.evaluation.task_metrics import DetectionMAP, SegmentationIoU
-
-    if task == "detection":
-        return DetectionMAP()
-    if task == "segmentation":
-        return SegmentationIoU(num_classes)
-    if task == "multitask":
-        return MultiTaskMetric(num_classes)
-    raise ValueError(f"no metric for task {task!r}")
-
-
 def _count(images: torch.Tensor | list) -> int:
     return images.shape[0] if isinstance(images, torch.Tensor) else len(images)
 
 
 @torch.no_grad()
 def evaluate(
-    pipeline: SplitPipeline, batches: Iterable[tuple[Any, Any]], metric: Any, *, total: int | None = None,
+    pipeline: SplitPipeline, batches: Iterable[tuple[Any, Any]], metric: Metric, *, total: int | None = None,
     progress: bool = True, description: str = "evaluate",
 ) -> EvaluationResult:
     """``metric`` of ``pipeline`` over ``batches``, with per-sample bytes and per-step time."""

@@ -1,21 +1,82 @@
-"""Task-quality metrics for detection (COCO mAP) and semantic segmentation (mIoU), as accumulators.
+"""Task-quality metrics as accumulators: top-k accuracy, COCO mAP, mIoU, and several tasks at once.
 
-Both follow one shape: ``update`` per batch, ``compute`` once at the end, so the evaluator can
-stream a dataset without holding every prediction as tensors. Detection delegates the matching
-and the 101-point interpolation to pycocotools, so numbers are comparable with published COCO
-results; segmentation is a confusion matrix.
+All follow one shape: ``update(predictions, targets)`` per batch, ``compute()`` once at the end, so the
+evaluator can stream a dataset without holding every prediction as tensors. Detection delegates the
+matching and the 101-point interpolation to pycocotools, so numbers are comparable with published
+COCO results; segmentation is a confusion matrix. Which metric a task uses is the task registry's
+(:mod:`splitbench.tasks`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["DetectionMAP", "SegmentationIoU"]
+__all__ = ["DetectionMAP", "Metric", "MultiTaskMetric", "SegmentationIoU", "TaskPart", "TopKAccuracy"]
+
+
+class Metric(Protocol):
+    def update(self, predictions: Any, targets: Any) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+class TopKAccuracy:
+    """Top-1 and top-5 accuracy from logits (top-k is capped at the number of classes)."""
+
+    def __init__(self) -> None:
+        self.correct1 = self.correct5 = self.n = 0
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        labels = labels.to(logits.device)
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        self.correct1 += int((top5[:, 0] == labels).sum())
+        self.correct5 += int((top5 == labels[:, None]).any(1).sum())
+        self.n += labels.shape[0]
+
+    def running(self) -> dict[str, str]:
+        return {"top1": f"{self.correct1 / max(1, self.n):.3f}"}
+
+    def compute(self) -> dict[str, float]:
+        return {"top1": self.correct1 / self.n, "top5": self.correct5 / self.n}
+
+
+class TaskPart(NamedTuple):
+    """One task inside a :class:`MultiTaskMetric`: its metric, how a batch of its per-image predictions is
+    formed, and how its targets are picked out of per-image targets that hold every task's annotation."""
+
+    metric: Metric
+    predictions: Callable[[list], Any]
+    targets: Callable[[Sequence[dict]], Any]
+
+
+class MultiTaskMetric:
+    """Several tasks' metrics from per-image prediction dicts (task → prediction), one part per task the
+    predictions hold (``part(task)`` makes it on first sight); :attr:`per_task` holds each task's metrics
+    after :meth:`compute`."""
+
+    def __init__(self, part: Callable[[str], TaskPart]) -> None:
+        self.part = part
+        self.parts: dict[str, TaskPart] = {}
+        self.per_task: dict[str, dict[str, float]] = {}
+
+    def update(self, predictions: list[dict], targets: Sequence[dict]) -> None:
+        for task in predictions[0]:
+            part = self.parts.setdefault(task, self.part(task))
+            part.metric.update(part.predictions([p[task] for p in predictions]), part.targets(targets))
+
+    def running(self) -> dict[str, str]:
+        running = [getattr(part.metric, "running", dict)() for part in self.parts.values()]
+        return {k: v for r in running for k, v in r.items()}
+
+    def compute(self) -> dict[str, float]:
+        self.per_task = {task: part.metric.compute() for task, part in self.parts.items()}
+        return {k: v for metrics in self.per_task.values() for k, v in metrics.items()}
 
 
 def _as_numpy(value: Any, dtype: type) -> np.ndarray:

@@ -1,80 +1,138 @@
-"""A benchmark method = how to build its network, how to train it (named stages), and how to run
-it as a split pipeline. The CLI, trainer and evaluator only ever see this interface."""
+"""A benchmark method is a short declaration: its arguments, how its variant and rate parameter are named,
+how its network is built, which recipe trains it, and which pipeline runs it. The CLI, the runs, the
+trainer and the evaluator only ever see this interface; the parts it declares with live in
+``models/``, ``training/``, ``pipelines/`` and ``codecs/``."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from splitbench.registry import Registry
+from splitbench.tasks import TASKS
 
 if TYPE_CHECKING:
-    from splitbench.config import ExperimentConfig
-    from splitbench.models.staged import StagedNetwork
-    from splitbench.pipeline import SplitPipeline
+    from splitbench.experiment import Experiment
+    from splitbench.models.network import SplitNetwork
+    from splitbench.pipelines.base import SplitPipeline
     from splitbench.training.module import TrainingModule
 
 
 class MethodArgs(BaseModel):
+    """A method's ``method_args`` schema: every key validated, a typo named."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+class RateArgs(MethodArgs):
+    """The rate weight of End-to-End and EB fine-tuning: β multiplies the mean bits per image (bits summed
+    over the batch / batch size), sc2bench's ``BppLoss(reduction='batchmean')``."""
+
+    beta: float = Field(gt=0, description="weight of the mean bits per image (bits summed over the batch / batch size)")
 
 
 @dataclass
 class BuildContext:
-    """What a method may use to build itself: the config and facts derived from the data."""
+    """What a method may use to build itself: the config, facts derived from the data, and (for methods
+    built from other runs, the multi-task ones) a loader of the runs in the same --out."""
 
-    config: ExperimentConfig
+    config: Experiment
     num_classes: int
     device: torch.device
-    out: Path | None = None  # the --out folder, for methods built from other runs in it (multi-task)
+    out: Path | None = None
+    load_run: Callable[[str], tuple[Experiment, nn.Module]] | None = None
 
     @property
-    def head_args(self):
-        return self.config.head_args()
+    def image_size(self) -> int:
+        return self.config.data.image_size
+
+    def unsplit_network(self, weights: bool = True) -> SplitNetwork:
+        """The config's unsplit model: its backbone under its task's head, with the backbone's pretrained or
+        file weights unless ``weights`` is False (the structure that saved weights are loaded into)."""
+        from splitbench.models.backbones import get_backbone
+        from splitbench.models.builders import unsplit_network
+
+        b, task = self.config.backbone, self.config.task_spec
+        pretrained, file = (b.pretrained, b.weights) if weights else (False, None)
+        # A task head of its own drops the backbone's classifier, whose class count then only has to match
+        # the backbone's weights (ImageNet's).
+        own_classifier = task.head.uses_backbone_classifier
+        classes = self.num_classes if own_classifier or not (pretrained or file) else 1000
+        backbone = get_backbone(b.name, classes, pretrained=pretrained, weights=file)
+        return unsplit_network(backbone, task.name, task.head, self.num_classes, self.config.head_args(),
+                               self.image_size)
+
+    def run(self, name: str) -> tuple[Experiment, nn.Module]:
+        """A trained run of the same --out: its config and its network with the saved weights."""
+        if self.load_run is None:
+            from splitbench.errors import ConfigError
+
+            raise ConfigError(f"method {self.config.method!r} is built from runs in an --out folder (run {name})")
+        return self.load_run(name)
 
 
 class Method(ABC):
+    """``variant``: a fixed name, or ``variant_field`` names the argument that holds it; ``rate_fields`` are the
+    arguments that make up the rate parameter. ``teacher`` says what the method needs the trained unsplit
+    model for: ``"build"`` (its structure and weights are the student's start), ``"server"`` (it is the
+    server's model), or ``None``."""
+
     name: ClassVar[str]
-    Args: ClassVar[type[MethodArgs]] = MethodArgs
+    Args: ClassVar[type[BaseModel]] = MethodArgs
     stages: ClassVar[tuple[str, ...]] = ()  # training stages in order; () = nothing to train
-    uses_teacher: ClassVar[bool] = False
+    teacher: ClassVar[str | None] = None
     tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the config tasks this method implements
+    variant_name: ClassVar[str] = ""
+    variant_field: ClassVar[str | None] = None
+    rate_fields: ClassVar[tuple[str, ...]] = ()
 
-    def variant(self, args: MethodArgs) -> str:
-        return ""
+    def variant(self, args: Any) -> str:
+        return str(getattr(args, self.variant_field)) if self.variant_field else self.variant_name
 
-    def rate_param(self, args: MethodArgs) -> dict:
-        return {}
+    def rate_param(self, args: Any) -> dict:
+        return {field: getattr(args, field) for field in self.rate_fields}
 
-    def needs_training(self, config: ExperimentConfig) -> bool:
+    def needs_training(self, config: Experiment) -> bool:
         """Whether this configuration is trained (some methods can also run from loaded weights)."""
         return bool(self.stages)
 
-    def build_model(self, ctx: BuildContext, args: MethodArgs, teacher: StagedNetwork | None) -> nn.Module | None:
-        """The trainable/saved network (None for methods with nothing learned, e.g. codecs)."""
+    def build(self, ctx: BuildContext, args: Any, teacher: SplitNetwork | None) -> nn.Module | None:
+        """The trainable/saved network (None for methods with nothing learned, e.g. codecs). ``teacher`` is the
+        unsplit model for methods with ``teacher == "build"`` (its structure; weights when training starts)."""
         return None
 
-    def training_module(
-        self, ctx: BuildContext, args: MethodArgs, model: nn.Module, teacher: StagedNetwork | None
-    ) -> TrainingModule:
+    def recipe(self, ctx: BuildContext, args: Any, model: nn.Module, teacher: SplitNetwork | None) -> TrainingModule:
         raise NotImplementedError(f"method {self.name!r} has nothing to train")
 
-    @abstractmethod
-    def pipeline(
-        self, ctx: BuildContext, args: MethodArgs, model: nn.Module | None, teacher: StagedNetwork | None
-    ) -> SplitPipeline: ...
+    def pipeline(self, ctx: BuildContext, args: Any, model: nn.Module | None,
+                 teacher: SplitNetwork | None) -> SplitPipeline:
+        """How the trained network runs split: by default a learned bottleneck's coder bitstreams."""
+        from splitbench.pipelines import LearnedPipeline
+
+        return LearnedPipeline(model, ctx.device)
 
 
 METHODS: Registry[Method] = Registry("method")
 
 
+def format_run_name(method: str, variant: str, backbone: str, task: str, rate_param: dict) -> str:
+    """A run's folder name: method, variant, backbone, task (where the task shows in names), rate parameters."""
+    parts = [method, variant, backbone, task if TASKS.get(task).in_run_name else ""]
+    parts += [f"{k}{v}" for k, v in rate_param.items()]
+    return "-".join(str(p) for p in parts if p)
+
+
 def register_method(cls: type[Method]) -> type[Method]:
+    unknown = [t for t in cls.tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"method {cls.name!r} declares unknown tasks {unknown}; known: {', '.join(TASKS)}")
     METHODS.add(cls.name, cls(), (cls.__doc__ or "").strip().splitlines()[0])
     return cls
 
@@ -85,13 +143,3 @@ def get_method(name: str) -> Method:
 
 def list_methods() -> list[str]:
     return METHODS.names()
-
-
-def learned_pipeline(model: nn.Module, device: torch.device) -> SplitPipeline:
-    """The split pipeline of a learned model: a classifier's, or a detector's/segmenter's (images of any size)."""
-    from splitbench.models.multitask import MultiTaskModel
-    from splitbench.models.task_model import TaskModel
-    from splitbench.pipeline import LearnedPipeline
-    from splitbench.task_pipeline import TaskPipeline
-
-    return (TaskPipeline if isinstance(model, (TaskModel, MultiTaskModel)) else LearnedPipeline)(model, device)

@@ -1,14 +1,10 @@
-"""CR+BQ (Matsubara & Levorato, ICPR 2020): a narrow bottleneck (channel reduction, 1–12 channels)
-trained by head-network distillation, then quantized to 8 bits at inference (bottleneck
-quantization) with per-sample scale and zero point carried in each bitstream.
+"""CR+BQ (Matsubara & Levorato, ICPR 2020): a narrow bottleneck (channel reduction, 1–12 channels) trained by
+head-network distillation (Σ MSE against the teacher from the split point on, no rate term; the tail stays
+the teacher's), then quantized to 8 bits at inference with per-sample scale and zero point in each bitstream.
 
-Training is Entropic Student's stage 1 without the rate term (:class:`HeadDistillation`): Σ MSE(sum)
-against the teacher at the split point and every later stage; the tail stays the teacher's.
-
-Two networks: ``architecture: gdn`` (default) is the Entropic Student's GDN bottleneck;
-``architecture: larger_resnet`` is the conv/BatchNorm/ReLU stack sc2bench uses for CR+BQ
-(:mod:`splitbench.compression.crbq_bottleneck`; split after ``layer1`` or ``layer2``), which
-sc2bench checkpoints load into. ``integer_zero_point: true`` quantizes exactly as sc2bench does.
+``architecture: gdn`` (default) is the Entropic Student's GDN bottleneck; ``larger_resnet`` is the
+conv/BatchNorm/ReLU stack sc2bench uses (:mod:`splitbench.compression.crbq_bottleneck`; split after
+``layer1`` or ``layer2``), which sc2bench checkpoints load into. ``integer_zero_point`` quantizes as sc2bench.
 """
 
 from __future__ import annotations
@@ -18,13 +14,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from splitbench.compression.crbq_bottleneck import build_larger_resnet_bottleneck
-from splitbench.compression.latent_coders import LatentCoder, Quantize8Bit
-from splitbench.methods.base import BuildContext, Method, learned_pipeline, register_method
-from splitbench.methods.entropic_student import BottleneckArgs, HeadDistillation, build_student
-from splitbench.models.bottleneck_classifier import BottleneckClassifier
-from splitbench.models.staged import StagedNetwork
-from splitbench.pipeline import SplitPipeline
-from splitbench.training.module import TrainingModule
+from splitbench.compression.latent_coders import Quantize8Bit
+from splitbench.methods.base import Method, register_method
+from splitbench.models.builders import BottleneckArgs, bottleneck_student, split_shape, student
+from splitbench.training.recipes import HeadDistillation
 
 
 class CRBQArgs(BottleneckArgs):
@@ -48,16 +41,6 @@ class CRBQArgs(BottleneckArgs):
         return Quantize8Bit(self.channels, integer_zero_point=self.integer_zero_point)
 
 
-def build_larger_resnet_student(
-    backbone: StagedNetwork, split_after: str, image_size: int, coder: LatentCoder
-) -> BottleneckClassifier:
-    """sc2bench's CR+BQ network: its conv/BN/ReLU bottleneck in place of the stages up to ``split_after``."""
-    backbone.check_split_point(split_after)
-    shape = backbone.stage_shapes(image_size)[split_after]
-    return BottleneckClassifier(backbone, split_after, build_larger_resnet_bottleneck(coder, shape, image_size),
-                                image_size)
-
-
 @register_method
 class CRBQ(Method):
     """CR+BQ: head-distilled narrow bottleneck, 8-bit quantized at inference (no entropy coding)."""
@@ -65,26 +48,19 @@ class CRBQ(Method):
     name = "cr_bq"
     Args: ClassVar = CRBQArgs
     stages = ("bottleneck",)
-    uses_teacher = True
+    teacher = "build"
     tasks = ("classification", "detection", "segmentation")
+    rate_fields = ("channels",)
 
     def variant(self, args: CRBQArgs) -> str:
         return "8bit" if args.architecture == "gdn" else f"{args.architecture}-8bit"
 
-    def rate_param(self, args: CRBQArgs) -> dict:
-        return {"channels": args.channels}
+    def build(self, ctx, args: CRBQArgs, teacher):
+        if args.architecture == "gdn":
+            return bottleneck_student(teacher, args, ctx.image_size)
+        shape = split_shape(teacher, args.split_after, ctx.image_size)
+        bottleneck = build_larger_resnet_bottleneck(args.coder(), shape, ctx.image_size)
+        return student(teacher, args.split_after, bottleneck, ctx.image_size)
 
-    def build_model(self, ctx: BuildContext, args: CRBQArgs, teacher: StagedNetwork | None):
-        assert teacher is not None
-        image_size = ctx.config.data.image_size
-        make_trunk = None
-        if args.architecture == "larger_resnet":
-            def make_trunk(backbone: StagedNetwork) -> BottleneckClassifier:
-                return build_larger_resnet_student(backbone, args.split_after, image_size, args.coder())
-        return build_student(args, teacher, image_size, make_trunk)
-
-    def training_module(self, ctx, args, model, teacher) -> TrainingModule:
+    def recipe(self, ctx, args, model, teacher):
         return HeadDistillation(model, teacher)
-
-    def pipeline(self, ctx, args, model, teacher) -> SplitPipeline:
-        return learned_pipeline(model, ctx.device)

@@ -1,21 +1,16 @@
-"""EB fine-tuning: an EntropyBottleneck (factorized prior over the split point's channels) inserted
-after a named stage of the unmodified, teacher-initialised classifier; the whole network is then
-fine-tuned with CE + β·bits per image (the End-to-End loss, :class:`TaskRateTraining`). The
-device runs the stages up to the split and codes their output.
+"""EB fine-tuning: an EntropyBottleneck (factorized prior over the split point's channels) after a named stage
+of the unmodified, teacher-initialised network; the whole network is then fine-tuned with the task loss +
+β·bits per image (the End-to-End loss). The device runs the stages up to the split and codes their output.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import ClassVar
 
 from splitbench.compression.latent_coders import FactorizedPrior
-from splitbench.methods.base import BuildContext, Method, register_method
-from splitbench.methods.end_to_end import RateArgs, TaskRateTraining
-from splitbench.models.bottleneck_classifier import build_split_classifier
-from splitbench.models.staged import StagedNetwork
-from splitbench.pipeline import LearnedPipeline
-from splitbench.training.module import TrainingModule
+from splitbench.methods.base import Method, RateArgs, register_method
+from splitbench.models.builders import split_shape, stage_bottleneck, student
+from splitbench.training.recipes import TaskRateTraining
 
 
 class EBFinetuneArgs(RateArgs):
@@ -29,23 +24,14 @@ class EBFinetune(Method):
     name = "eb_finetune"
     Args: ClassVar = EBFinetuneArgs
     stages = ("train",)
-    uses_teacher = True
+    teacher = "build"
+    variant_field = "split_after"
+    rate_fields = ("beta",)
 
-    def variant(self, args: EBFinetuneArgs) -> str:
-        return args.split_after
+    def build(self, ctx, args: EBFinetuneArgs, teacher):
+        channels = split_shape(teacher, args.split_after, ctx.image_size)[0]
+        bottleneck = stage_bottleneck(teacher, args.split_after, ctx.image_size, FactorizedPrior(channels))
+        return student(teacher, args.split_after, bottleneck, ctx.image_size)
 
-    def rate_param(self, args: EBFinetuneArgs) -> dict:
-        return {"beta": args.beta}
-
-    def build_model(self, ctx: BuildContext, args: EBFinetuneArgs, teacher: StagedNetwork | None):
-        assert teacher is not None
-        image_size = ctx.config.data.image_size
-        teacher.check_split_point(args.split_after)
-        channels = teacher.stage_shapes(image_size)[args.split_after][0]
-        return build_split_classifier(copy.deepcopy(teacher), args.split_after, image_size, FactorizedPrior(channels))
-
-    def training_module(self, ctx, args: EBFinetuneArgs, model, teacher) -> TrainingModule:
+    def recipe(self, ctx, args: EBFinetuneArgs, model, teacher):
         return TaskRateTraining(model, args.beta)
-
-    def pipeline(self, ctx, args, model, teacher) -> LearnedPipeline:
-        return LearnedPipeline(model, ctx.device)

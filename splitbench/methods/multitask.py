@@ -15,13 +15,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from splitbench.config import format_run_name
 from splitbench.errors import ConfigError
-from splitbench.methods.base import BuildContext, Method, MethodArgs, learned_pipeline, register_method
-from splitbench.methods.classifier import TaskTraining
-from splitbench.models.multitask import compose, head_on_body
-from splitbench.pipeline import SplitPipeline
-from splitbench.training.module import TrainingModule
+from splitbench.methods.base import BuildContext, Method, MethodArgs, format_run_name, register_method
+from splitbench.models.builders import compose, head_on_trunk
+from splitbench.pipelines import LearnedPipeline
+from splitbench.training.recipes import TaskTraining
 
 HEAD_TASKS = ("detection", "segmentation")
 
@@ -36,15 +34,10 @@ class BodyArgs(MethodArgs):
         return format_run_name("entropic_student", self.variant, backbone, "classification", {"beta": self.beta})
 
 
-def _load_body(ctx: BuildContext, args: BodyArgs):
-    from splitbench.experiment import load_run_model
-    from splitbench.models.bottleneck_classifier import BottleneckClassifier
-
-    if ctx.out is None:
-        raise ConfigError("a multi-task model is built from runs in an --out folder")
+def load_body(ctx: BuildContext, args: BodyArgs):
     run = args.body_run(ctx.config.backbone.name)
-    _, body = load_run_model(ctx.out, run, ctx.device)
-    if not isinstance(body, BottleneckClassifier):
+    config, body = ctx.run(run)
+    if (config.method, config.task) != ("entropic_student", "classification"):
         raise ConfigError(f"run {run} is not an Entropic Student classifier")
     return body
 
@@ -64,29 +57,24 @@ class MultiTaskHead(Method):
     Args: ClassVar = MultiTaskHeadArgs
     stages = ("train",)
     tasks = HEAD_TASKS
+    rate_fields = ("beta",)
 
     def variant(self, args: MultiTaskHeadArgs) -> str:
         return f"{args.variant}-pretrain" if args.pretrain else args.variant
 
-    def rate_param(self, args: BodyArgs) -> dict:
-        return {"beta": args.beta}
+    def build(self, ctx: BuildContext, args: MultiTaskHeadArgs, teacher):
+        task = ctx.config.task_spec
+        return head_on_trunk(load_body(ctx, args), task.name, task.head, ctx.num_classes, ctx.config.head_args(),
+                             ctx.image_size)
 
-    def build_model(self, ctx: BuildContext, args: BodyArgs, teacher):
-        return head_on_body(ctx.config.task, _load_body(ctx, args), ctx.num_classes, ctx.head_args,
-                            ctx.config.data.image_size)
-
-    def training_module(self, ctx, args: MultiTaskHeadArgs, model, teacher) -> TrainingModule:
+    def recipe(self, ctx, args: MultiTaskHeadArgs, model, teacher):
         if args.from_pretrain:  # only when training starts: a resumed run's checkpoint replaces these weights
-            from splitbench.experiment import load_run_model
-
-            run = format_run_name(self.name, f"{args.variant}-pretrain", ctx.config.backbone.name,
-                                  ctx.config.task, self.rate_param(args))
-            _, first = load_run_model(ctx.out, run, ctx.device)
-            model.head.load_state_dict(first.head.state_dict())
-        return TaskTraining(model, frozen_trunk=True)
-
-    def pipeline(self, ctx, args, model, teacher) -> SplitPipeline:
-        return learned_pipeline(model, ctx.device)
+            task = ctx.config.task
+            run = format_run_name(self.name, f"{args.variant}-pretrain", ctx.config.backbone.name, task,
+                                  self.rate_param(args))
+            _, first = ctx.run(run)
+            model.heads[task].load_state_dict(first.heads[task].state_dict())
+        return TaskTraining(model, frozen=[model.trunk], quantized=True)
 
 
 class MultiTaskArgs(BodyArgs):
@@ -101,21 +89,13 @@ class MultiTask(Method):
     name = "multitask"
     Args: ClassVar = MultiTaskArgs
     tasks = ("multitask",)
+    variant_field = "variant"
+    rate_fields = ("beta",)
 
-    def variant(self, args: MultiTaskArgs) -> str:
-        return args.variant
-
-    def rate_param(self, args: MultiTaskArgs) -> dict:
-        return {"beta": args.beta}
-
-    def pipeline(self, ctx, args: MultiTaskArgs, model, teacher) -> SplitPipeline:
-        from splitbench.experiment import load_run_model
-        from splitbench.models.multitask import MultiTaskModel
-
-        body = _load_body(ctx, args)
+    def pipeline(self, ctx, args: MultiTaskArgs, model, teacher):
+        body = load_body(ctx, args)
         backbone = ctx.config.backbone.name
         names = {task: format_run_name("multitask_head", args.variant, backbone, task, {"beta": args.beta})
                  for task in args.heads}
-        heads = {task: load_run_model(ctx.out, run, ctx.device)[1] for task, run in names.items()}
-        model: MultiTaskModel = compose(body, heads, names)
-        return learned_pipeline(model, ctx.device)
+        heads = {task: ctx.run(run)[1] for task, run in names.items()}
+        return LearnedPipeline(compose(body, heads, names), ctx.device)

@@ -101,6 +101,29 @@ class StagedNetwork(nn.Module):
         return {name: tuple(t.shape[1:]) for name, t in tapped.items()}
 
 
+def dilate_stages(network: StagedNetwork, stages: list[str]) -> None:
+    """Trade the stride of ``stages`` for dilation (DeepLab's output stride), keeping every weight.
+
+    Each named stage stops downsampling and its k×k convolutions dilate ×2 per dilated stage so far,
+    which works on any conv family (torchvision's ``replace_stride_with_dilation`` exists only for
+    Bottleneck ResNets; BasicBlock nets and MobileNets have no such switch).
+    """
+    dilation = 1
+    for name in stages:
+        dilation *= 2
+        for module in network.stages[name].modules():
+            if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) and module.stride not in (1, (1, 1)):
+                raise SplitbenchError(f"stage {name} downsamples with {type(module).__name__}, which cannot be "
+                                      "dilated; use head.output_stride: 32 with this backbone")
+            if not isinstance(module, nn.Conv2d):
+                continue
+            module.stride = (1, 1)
+            k = module.kernel_size[0]
+            if k > 1:
+                module.dilation = (dilation, dilation)
+                module.padding = (dilation * (k - 1) // 2, dilation * (module.kernel_size[1] - 1) // 2)
+
+
 # A stage member: a child's dotted path ("layer1", "features"), a slice of a Sequential child
 # ("features[2:4]", "blocks[5:]"), or a module class instantiated fresh per network (nn.Flatten).
 StageMember = str | type[nn.Module]

@@ -62,7 +62,13 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with a readable list of missing/unexpected/mis-shaped keys."""
+    """``load_state_dict(strict=True)`` with a readable list of missing/unexpected/mis-shaped keys.
+
+    A model that can read older layouts of its own state dict says so with an ``upgrade_state(state)``
+    method (splitbench's :class:`~splitbench.models.network.SplitNetwork` does); its result is loaded."""
+    upgrade = getattr(model, "upgrade_state", None)
+    if upgrade is not None:
+        state = upgrade(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -42,8 +42,3 @@ def kd_divergence(logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     t = temperature
     return F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1), reduction="batchmean",
                     log_target=True) * t * t
-
-
-def task_losses(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A detector's/segmenter's named losses (torchvision's four, or CE + aux) and their sum as ``task``."""
-    return {"task": sum(losses.values()), **losses}

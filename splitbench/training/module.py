@@ -3,14 +3,10 @@ which of its parts train. Methods subclass it; the trainer never looks inside.""
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)  # compressai imports torch.jit.script
-    from compressai.entropy_models import EntropyModel
+from splitbench.compression.latent_coders import entropy_parameters
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:
@@ -21,9 +17,10 @@ def set_trainable(module: nn.Module, trainable: bool) -> None:
 class TrainingModule(nn.Module):
     """``forward(images, targets) -> {"loss": ..., other scalars to log}``.
 
-    ``model`` is what gets saved (the method's network); other submodules (a teacher) are
-    fixed inputs. ``set_stage`` decides what trains; frozen parts stay in eval mode even when
-    the trainer calls ``train()``, so a frozen BatchNorm never updates its statistics.
+    ``model`` is what gets saved (the method's network); other submodules (a teacher) are fixed
+    inputs. ``set_stage`` decides what trains; frozen parts stay in eval mode even when the trainer
+    calls ``train()``, so a frozen BatchNorm never updates its statistics. The recipes are in
+    :mod:`splitbench.training.recipes`.
     """
 
     stages: tuple[str, ...] = ()
@@ -69,7 +66,7 @@ class TrainingModule(nn.Module):
         the learning rate and without weight decay. Their density starts far wider than the latent it
         has to fit (CompressAI's init_scale is 10), and at the network's learning rate a short run ends
         before it has adapted, leaving the rate dominated by that mismatch whatever β is."""
-        entropy = {id(p) for m in self.model.modules() if isinstance(m, EntropyModel) for p in m.parameters()}
+        entropy = {id(p) for p in entropy_parameters(self.model)}
         trainable = self.trainable_parameters()
         groups = [{"params": [p for p in trainable if id(p) not in entropy]}]
         coder = [p for p in trainable if id(p) in entropy]

@@ -23,8 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from splitbench.config import StageConfig
-from splitbench.errors import CheckpointError
-from splitbench.training.checkpoint import load_checkpoint, save_checkpoint
+from splitbench.training.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from splitbench.training.distributed import DistInfo, average_buffers
 from splitbench.training.module import TrainingModule
 
@@ -129,10 +128,7 @@ def fit(
     state = None
     if resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
-        try:
-            module.model.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise CheckpointError(f"{checkpoint_path} does not match this config's model: {error}") from None
+        load_state_strict(module.model, state["model"], f"{checkpoint_path} (this config's model)")
         position = Position(**state["position"])
         log.info("resuming %s at stage %d epoch %d step %d", run_dir.name, position.stage, position.epoch,
                  position.step)
