@@ -6,7 +6,7 @@ OUT    ?= runs/quickstart
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: quickstart test lint benchmarks clean
+.PHONY: quickstart test test-fast benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ quickstart: $(VENV)/.installed-core
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check splitbench tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# The quick pass while developing: everything but the tests that train a model (marked slow).
+test-fast: $(VENV)/.installed-test
+	$(BIN)/ruff check splitbench tests benchmarks
+	$(BIN)/python -m pytest -q -m "not slow"
 
 benchmarks: $(VENV)/.installed-test
 	for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

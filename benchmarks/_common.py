@@ -22,9 +22,9 @@ def load_run(run: Path):
     """(config, pipeline, validation images) of a trained run folder."""
     import torch
 
-    from splitbench.config import validate
     from splitbench.data import get_dataset
-    from splitbench.experiment import build_pipeline
+    from splitbench.experiment import validate
+    from splitbench.runs import build_pipeline
     from splitbench.training.checkpoint import weights_metadata
 
     config = validate(weights_metadata(run / "model.safetensors")["config"])

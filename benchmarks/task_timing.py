@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
+from pathlib import Path
 
 import _common  # noqa: F401  (offline, quiet)
 
@@ -43,38 +45,39 @@ def main() -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from splitbench.config import load_configs
-    from splitbench.data import collate_detection, get_dataset
-    from splitbench.evaluation import evaluate, task_metric
-    from splitbench.experiment import _context
-    from splitbench.methods import get_method
+    from splitbench.data import collate_detection, get_dataset, num_classes
+    from splitbench.evaluation import evaluate
+    from splitbench.experiment import load_configs
+    from splitbench.runs import Run
 
+    cpu = torch.device("cpu")
     for task in ("detection", "segmentation"):
         teacher_config = load_configs(f"shapes/{task}/teacher.yaml")[0]
         config = load_configs(f"shapes/{task}/entropic_student.yaml", ["method_args.beta=0.01"])[0]
-        ctx = _context(config, torch.device("cpu"))
-        teacher = get_method("classifier").build_model(_context(teacher_config, ctx.device), None, None)
-        method = get_method("entropic_student")
-        student = method.build_model(ctx, config.args(), teacher)
+        ctx = Run(config, Path("unused")).context(cpu)
+        classifier = teacher_config.method_spec
+        teacher = classifier.build(Run(teacher_config, Path("unused")).context(cpu), None, None)
+        method = config.method_spec
+        student = method.build(ctx, config.args(), teacher)
         d = config.data
         train = get_dataset(d.dataset, "train", task=task, image_size=d.image_size, num_samples=d.batch_size *
                             (args.steps + 1), seed=d.seed)
         loader = DataLoader(train, batch_size=d.batch_size, collate_fn=collate_detection)
         steps_per_epoch = d.train_samples // d.batch_size
-        teacher_module = get_method("classifier").training_module(ctx, None, teacher, None)
+        teacher_module = classifier.recipe(ctx, None, teacher, None)
         teacher_module.set_stage("train")
         rows = [("teacher (unsplit)", _train_seconds_per_step(teacher_module, loader, args.steps))]
-        es_module = method.training_module(ctx, config.args(), student, teacher)  # freezes the teacher
+        es_module = method.recipe(ctx, config.args(), student, teacher)  # freezes the teacher
         for stage in method.stages:
             es_module.set_stage(stage)
             rows.append((f"ES stage {stage}", _train_seconds_per_step(es_module, loader, args.steps)))
-        student.coder.update()
+        student.trunk.coder.update()
         pipeline = method.pipeline(ctx, config.args(), student, teacher)
         val = get_dataset(d.dataset, "val", task=task, image_size=d.image_size, num_samples=args.images, seed=d.seed)
         cached = [val[i] for i in range(len(val))]
         result = evaluate(pipeline, DataLoader(cached, batch_size=config.eval.batch_size,
                                                collate_fn=collate_detection),
-                          task_metric(task, ctx.num_classes), progress=False)
+                          config.task_spec.metric(partial(num_classes, d.dataset, d.root)), progress=False)
         t = result.timing
         print(f"{task}: {d.image_size}px, batch {config.eval.batch_size}, {result.num_samples} images, torch threads "
               f"{torch.get_num_threads()}, {result.data_size['bytes_mean']:.0f} B/sample")

@@ -110,7 +110,7 @@ def main() -> None:
     from splitbench.data import get_dataset
     from splitbench.evaluation import evaluate_classification
     from splitbench.models.staged import Normalize
-    from splitbench.pipeline import LearnedPipeline
+    from splitbench.pipelines import LearnedPipeline
 
     data = get_dataset("shapes", "val", image_size=args.size, num_samples=args.images, seed=0, train_transforms=False)
     cached = [(x, torch.tensor(y)) for x, y in data]  # splitbench input: [0, 1] images
@@ -123,7 +123,7 @@ def main() -> None:
 
     with torch.no_grad():  # same strings, same predictions
         probe = torch.stack([x for x, _ in cached[:4]])
-        ref_strings = [ref.bottleneck_layer.encode(model.normalize(probe[i : i + 1]))["strings"][0][0]
+        ref_strings = [ref.bottleneck_layer.encode(model.trunk.normalize(probe[i : i + 1]))["strings"][0][0]
                        for i in range(4)]
         assert [unpack(p).segments[0] for p in pipeline.mobile(probe)] == ref_strings, "bitstreams differ"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +246,7 @@ class Run:
         dataset = self.dataset(c.eval.split, c.eval.num_samples or c.data.val_samples, train=False)
         loader = DataLoader(dataset, batch_size=c.eval.batch_size, shuffle=False, num_workers=c.data.workers,
                             collate_fn=c.task_spec.collate)
-        metric = c.task_spec.metric(lambda task: num_classes(c.data.dataset, c.data.root, task))
+        metric = c.task_spec.metric(partial(num_classes, c.data.dataset, c.data.root))
         try:
             result = evaluate(pipeline, loader, metric, total=len(dataset), progress=progress, description=self.name)
         finally:

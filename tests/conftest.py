@@ -10,6 +10,18 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 
+# Fixtures that train models: every test using one (directly or through another fixture) is marked `slow`,
+# as are the tests that train themselves (marked where they are). `make test` runs them all;
+# `pytest -m "not slow"` is the quick pass that trains nothing.
+TRAINING_FIXTURES = {"trained_teacher", "trained", "task_out", "mt_out", "recipes_out", "finished"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -7,7 +7,6 @@ import urllib.error
 import pytest
 import torch
 
-from splitbench.compression.bottleneck import BottleneckShapeError
 from splitbench.models import SplitPointError, get_backbone
 from splitbench.models.backbones import (
     LAYOUTS,
@@ -17,6 +16,7 @@ from splitbench.models.backbones import (
     features_layout,
     stage,
 )
+from splitbench.models.bottlenecks import BottleneckShapeError
 from splitbench.models.builders import BottleneckArgs, bottleneck_student, classifier_network
 from splitbench.pipelines import LearnedPipeline
 from splitbench.registry import UnknownNameError

@@ -121,6 +121,36 @@ def test_missing_teacher_and_corrupt_checkpoint_exit_2(tmp_path, trained, capsys
 
 def test_list_shows_every_registry(capsys):
     for what, expected in (("methods", "entropic_student"), ("backbones", "resnet50"), ("datasets", "shapes"),
-                           ("codecs", "webp")):
+                           ("codecs", "webp"), ("tasks", "segmentation")):
         assert run("list", what) == 0
         assert expected in capsys.readouterr().out
+
+
+def test_a_run_folder_trained_with_other_settings_is_refused_by_every_command(trained, tmp_path, capsys):
+    """Run folders are named by method, variant, backbone and rate only: resuming or evaluating one after a
+    training setting changed would pass the old weights off as the new config's, so every command refuses."""
+    out = tmp_path / "out"
+    shutil.copytree(trained[0], out)
+    (out / "results.jsonl").unlink(missing_ok=True)
+    changed = write_config(tmp_path / "changed.yaml", tiny_raw("entropic_student", data={"train_samples": 64}))
+    for command in (["train", changed, "--resume"], ["evaluate", changed]):
+        assert run(*command, "--out", out) == 2
+        err = capsys.readouterr().err
+        assert "was trained with other settings (data.train_samples: 96 there, 64 here)" in err, command
+        assert "use another --out, or delete that folder" in err
+    assert not (out / "results.jsonl").exists()  # nothing recorded against the old weights
+    evaluation_only = write_config(tmp_path / "eval.yaml", tiny_raw("entropic_student", eval={"batch_size": 7}))
+    assert run("evaluate", evaluation_only, "--out", out) == 0  # how it is evaluated is not how it was trained
+
+
+def test_a_bottleneck_that_cannot_rebuild_the_split_point_is_a_one_line_error(trained_teacher, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(trained_teacher, out)
+    bad = tiny_raw("entropic_student")
+    bad["method_args"] = {**bad["method_args"], "decoder_channels": [8]}  # one layer: 7×7 where layer1 is 8×8
+    config = write_config(tmp_path / "bad.yaml", bad)
+    assert run("train", config, "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: bottleneck decoder outputs (32, 7, 7)") and "(32, 8, 8)" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (out / "entropic_student-fp-resnet10n-beta0.1").exists()  # nothing half-written

@@ -10,11 +10,11 @@ import torch
 from conftest import tiny_raw
 
 from splitbench.compression.bitstream import pack
-from splitbench.compression.bottleneck import BottleneckShapeError
 from splitbench.compression.latent_coders import Quantize8Bit
 from splitbench.data import get_dataset
 from splitbench.errors import ConfigError
 from splitbench.experiment import validate
+from splitbench.models.bottlenecks import BottleneckShapeError
 from splitbench.runs import WEIGHTS, build_pipeline, evaluate_experiment, train_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,11 +11,11 @@ from conftest import tiny_raw
 from torch import nn
 
 from splitbench.compression.bitstream import BitstreamError, pack, unpack
-from splitbench.compression.bottleneck import BottleneckShapeError
 from splitbench.compression.latent_coders import FactorizedPrior
 from splitbench.data import get_dataset
 from splitbench.errors import ConfigError
 from splitbench.experiment import load_configs, validate
+from splitbench.models.bottlenecks import BottleneckShapeError
 from splitbench.models.builders import classifier_network, stage_bottleneck, student
 from splitbench.models.staged import SplitPointError, StagedNetwork
 from splitbench.pipelines import LearnedPipeline

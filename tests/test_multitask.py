@@ -160,3 +160,22 @@ def test_two_stage_segmentation_head_starts_from_its_pretrain_run(mt_out, tmp_pa
     torch.manual_seed(config.train.seed)
     start = Run(config, tmp_path).structure(torch.device("cpu"))
     assert not torch.allclose(start.heads["segmentation"].classifier[-1].weight, w_final, atol=1e-3)
+
+
+def test_cli_evaluates_a_multitask_model_and_reports_every_task(mt_out, tmp_path, caplog):
+    """`splitbench evaluate` on a multi-task config: four records, and one log line naming each task's metric."""
+    import yaml
+    from test_cli import run
+
+    out = tmp_path / "out"
+    shutil.copytree(mt_out, out)
+    (out / "results.jsonl").unlink(missing_ok=True)
+    config = tmp_path / "multitask.yaml"
+    config.write_text(yaml.safe_dump(multitask_raw()))
+    with caplog.at_level("INFO", logger="splitbench"):
+        assert run("evaluate", config, "--out", out) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["task"] for r in records] == ["multitask", "classification", "detection", "segmentation"]
+    (line,) = [m for m in caplog.messages if m.startswith("multitask-fp-")]
+    for label in ("Top-1 accuracy", "mAP@[.5:.95]", "mIoU"):
+        assert label in line

@@ -18,6 +18,7 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     config = validate(tiny_raw(train={"checkpoint_every": 2}))
     full = train_experiment(config, tmp_path / "full", progress=False)
@@ -72,6 +73,7 @@ def test_a_teacher_of_another_architecture_is_a_clear_error(tmp_path, trained_te
         train_experiment(validate(raw), tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_keeps_replicas_identical(tmp_path):
     import yaml
 

@@ -7,7 +7,7 @@ is split after ``layer1`` is the same network. Supported bottlenecks: ``FPBasedR
 all with GDN1, which splitbench builds as ``simplified_gdn=True``; and CR+BQ's
 ``larger_resnet_bottleneck`` (a conv/BatchNorm/ReLU stack, 8-bit quantized), which splitbench
 builds as ``cr_bq`` with ``architecture: larger_resnet`` and ``integer_zero_point: true``. CR+BQ
-comes in the two layouts of :mod:`splitbench.compression.crbq_bottleneck`, told apart by the
+comes in the two layouts of :mod:`splitbench.models.bottlenecks`, told apart by the
 number of encoder convolutions: 5 (sc2bench's published ImageNet CR+BQ checkpoints, in place of
 conv1..layer1, tail layer2-4) or 2 (sc2bench 0.1.1's ``larger_resnet_bottleneck``, in place of
 conv1..layer2, tail layer3-4 as its ``short_module_names=['layer3', 'layer4', ...]``).
@@ -53,7 +53,6 @@ from typing import Literal
 
 import torch
 
-from splitbench.compression.crbq_bottleneck import build_larger_resnet_bottleneck
 from splitbench.compression.latent_coders import (
     FactorizedPrior,
     LatentCoder,
@@ -63,7 +62,8 @@ from splitbench.compression.latent_coders import (
 )
 from splitbench.errors import CheckpointError
 from splitbench.models.backbones import LAYOUTS, get_backbone
-from splitbench.models.builders import classifier_network, gdn_bottleneck, split_shape, student
+from splitbench.models.bottlenecks import build_larger_resnet_bottleneck, gdn_bottleneck
+from splitbench.models.builders import classifier_network, split_shape, student
 from splitbench.models.network import CLASSIFIER, SplitNetwork
 
 # sc2bench bottleneck prefix -> splitbench prefix (the tail's prefixes come from the stage layout).

@@ -27,15 +27,27 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 @dataclass(frozen=True)
+class DatasetRequest:
+    """What a dataset builder is asked for; ``split`` and ``task`` are already checked against the dataset's.
+    ``num_samples`` None means all (or the dataset's default size); ``root`` and ``download`` mean nothing
+    to a dataset that is generated."""
+
+    split: str
+    task: str = "classification"
+    root: str | None = None
+    image_size: int | None = None
+    num_samples: int | None = None
+    seed: int = 0
+    download: bool = False
+    train_transforms: bool = False
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its builder and what it accepts.
+    """A registered dataset: its builder (``build(request) -> Dataset``) and what it accepts. ``classes`` is
+    the class count, or a function of ``root`` for datasets whose classes are read from disk."""
 
-    ``build(split, *, task, root, image_size, num_samples, seed, download, train_transforms)``
-    receives already-validated ``split``/``task``. ``classes`` is the class count, or a function of
-    ``root`` for datasets whose classes are read from disk.
-    """
-
-    build: Callable[..., Dataset]
+    build: Callable[[DatasetRequest], Dataset]
     splits: tuple[str, ...]
     classes: int | Callable[[str | None], int]
     tasks: tuple[str, ...] = ("classification",)
@@ -81,16 +93,9 @@ def get_dataset(
         raise ConfigError(f"image_size must be at least 8, got {image_size}")
     if num_samples is not None and num_samples < 0:
         raise ConfigError(f"num_samples must be >= 0, got {num_samples}")
-    return spec.build(
-        split,
-        task=task,
-        root=root,
-        image_size=image_size,
-        num_samples=num_samples,
-        seed=seed,
-        download=download,
-        train_transforms=split == "train" if train_transforms is None else train_transforms,
-    )
+    return spec.build(DatasetRequest(
+        split, task, root, image_size, num_samples, seed, download,
+        split == "train" if train_transforms is None else train_transforms))
 
 
 def list_datasets() -> list[str]:

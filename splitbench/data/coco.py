@@ -11,20 +11,13 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from splitbench.data.base import (
-    DatasetNotFoundError,
-    DatasetSpec,
-    pil_to_float,
-    register_dataset,
-    shorter_side_size,
-    subset,
-)
+from splitbench.data import base
+from splitbench.data.base import DatasetNotFoundError, DatasetRequest, DatasetSpec, register_dataset, subset
 from splitbench.data.voc import CocoVOCMasks
 
 SPLITS = ("train", "val")
@@ -91,14 +84,14 @@ class CocoDetection(Dataset):
         width, height = image.size
         target = self._annotations(image_id, width, height)
         if self.image_size is not None:
-            new_w, new_h = shorter_side_size(width, height, self.image_size)
+            new_w, new_h = base.shorter_side_size(width, height, self.image_size)
             if (new_w, new_h) != (width, height):
                 image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
                 sx, sy = new_w / width, new_h / height
                 target["boxes"] *= torch.tensor([sx, sy, sx, sy])
                 target["area"] *= sx * sy
                 width = new_w
-        tensor = pil_to_float(image)
+        tensor = base.pil_to_float(image)
         if self.train and torch.rand(()) < 0.5:
             tensor = tensor.flip(-1)
             mirror = torch.tensor([-1.0, 1.0, -1.0, 1.0]), torch.tensor([float(width), 0.0, float(width), 0.0])
@@ -117,9 +110,9 @@ def coco_paths(root: str | None, split: str) -> tuple[Path, Path]:
         raise DatasetNotFoundError(
             f"dataset 'coco' needs a root folder (config `data.root`); layout: {LAYOUT}; {GET_IT}"
         )
-    base = Path(root).expanduser()
-    image_dir = base / f"{split}2017"
-    annotation_file = base / "annotations" / f"instances_{split}2017.json"
+    folder = Path(root).expanduser()
+    image_dir = folder / f"{split}2017"
+    annotation_file = folder / "annotations" / f"instances_{split}2017.json"
     for path, kind in ((image_dir, "image folder"), (annotation_file, "annotation file")):
         exists = path.is_dir() if kind == "image folder" else path.is_file()
         if not exists:
@@ -129,23 +122,13 @@ def coco_paths(root: str | None, split: str) -> tuple[Path, Path]:
     return image_dir, annotation_file
 
 
-def _build(
-    split: str,
-    *,
-    task: str,
-    root: str | None,
-    image_size: int | None,
-    num_samples: int | None,
-    seed: int,
-    train_transforms: bool,
-    **_ignored: Any,  # download: COCO is never fetched (see GET_IT)
-) -> Dataset:
-    image_dir, annotation_file = coco_paths(root, split)
-    if task == "segmentation":  # the masks of VOC's 20 categories, for segmenters pretrained on COCO
-        dataset = CocoVOCMasks(image_dir, annotation_file, image_size=image_size, train=train_transforms)
-    else:
-        dataset = CocoDetection(image_dir, annotation_file, image_size=image_size, train=train_transforms)
-    return subset(dataset, num_samples, seed)
+def _build(r: DatasetRequest) -> Dataset:
+    """COCO is never fetched (see GET_IT): ``download`` means nothing here."""
+    image_dir, annotation_file = coco_paths(r.root, r.split)
+    # With task segmentation: the masks of VOC's 20 categories, for segmenters pretrained on COCO.
+    kind = CocoVOCMasks if r.task == "segmentation" else CocoDetection
+    return subset(kind(image_dir, annotation_file, image_size=r.image_size, train=r.train_transforms),
+                  r.num_samples, r.seed)
 
 
 register_dataset(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from splitbench.data.base import DatasetNotFoundError, DatasetSpec, register_dataset, subset
+from splitbench.data.base import DatasetNotFoundError, DatasetRequest, DatasetSpec, register_dataset, subset
 
 FOLDER_LAYOUT = "<root>/<split>/<class>/<image>, e.g. <root>/train/n01440764/n01440764_10026.JPEG"
 DEFAULT_IMAGE_SIZE = 224
@@ -51,26 +51,17 @@ def _split_dir(name: str, root: str | None, split: str) -> Path:
     return path
 
 
-def _build_folder(
-    split: str,
-    *,
-    name: str,
-    root: str | None,
-    image_size: int | None,
-    num_samples: int | None,
-    seed: int,
-    train_transforms: bool,
-    **_ignored: object,  # task is always classification; download: a folder cannot be fetched
-) -> Dataset:
+def _build_folder(r: DatasetRequest, *, name: str) -> Dataset:
+    """An ImageNet-style folder (a folder cannot be downloaded)."""
     from torchvision.datasets import ImageFolder
 
-    path = _split_dir(name, root, split)
-    transform = imagenet_transforms(image_size or DEFAULT_IMAGE_SIZE, train_transforms)
+    path = _split_dir(name, r.root, r.split)
+    transform = imagenet_transforms(r.image_size or DEFAULT_IMAGE_SIZE, r.train_transforms)
     try:
         dataset = ImageFolder(str(path), transform=transform)
     except FileNotFoundError as err:  # no class folders, or no images in them
         raise DatasetNotFoundError(f"dataset {name!r}: {err} Expected layout: {FOLDER_LAYOUT}") from err
-    return subset(dataset, num_samples, seed)
+    return subset(dataset, r.num_samples, r.seed)
 
 
 def _folder_classes(name: str, splits: tuple[str, ...], root: str | None) -> int:
@@ -145,36 +136,25 @@ def _torchvision_transform(info: _TorchvisionSet, image_size: int | None, train:
     return T.Compose([*steps, T.ToTensor()])
 
 
-def _build_torchvision(
-    split: str,
-    *,
-    name: str,
-    root: str | None,
-    image_size: int | None,
-    num_samples: int | None,
-    seed: int,
-    download: bool,
-    train_transforms: bool,
-    **_ignored: object,
-) -> Dataset:
+def _build_torchvision(r: DatasetRequest, *, name: str) -> Dataset:
     import torchvision.datasets
 
     info = _TORCHVISION_SETS[name]
-    if root is None:
-        raise _not_found(name, root, info.folder)
-    split_arg = {"train": split == "train"} if info.split_kwarg else {"split": split}
+    if r.root is None:
+        raise _not_found(name, r.root, info.folder)
+    split_arg = {"train": r.split == "train"} if info.split_kwarg else {"split": r.split}
     try:
         dataset = getattr(torchvision.datasets, info.cls_name)(
-            str(Path(root).expanduser()),
+            str(Path(r.root).expanduser()),
             **split_arg,
-            transform=_torchvision_transform(info, image_size, train_transforms),
-            download=download,
+            transform=_torchvision_transform(info, r.image_size, r.train_transforms),
+            download=r.download,
         )
     except RuntimeError as err:
         if "not found" in str(err).lower() or "download=True" in str(err):
-            raise _not_found(name, root, info.folder) from err
+            raise _not_found(name, r.root, info.folder) from err
         raise
-    return subset(dataset, num_samples, seed)
+    return subset(dataset, r.num_samples, r.seed)
 
 
 for _name, _info in _TORCHVISION_SETS.items():

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from splitbench.data.base import DatasetSpec, register_dataset
+from splitbench.data.base import DatasetRequest, DatasetSpec, register_dataset
 
 CLASSES = (
     "circle",
@@ -475,24 +475,9 @@ class ShapesDataset(Dataset):
         )
 
 
-def _build(
-    split: str,
-    *,
-    task: str,
-    image_size: int | None,
-    num_samples: int | None,
-    seed: int,
-    train_transforms: bool,
-    **_ignored: object,  # root, download: nothing to find or fetch, the data is generated
-) -> ShapesDataset:
-    return ShapesDataset(
-        split,
-        task=task,
-        image_size=image_size,
-        num_samples=num_samples,
-        seed=seed,
-        train_transforms=train_transforms,
-    )
+def _build(r: DatasetRequest) -> ShapesDataset:
+    return ShapesDataset(r.split, task=r.task, image_size=r.image_size, num_samples=r.num_samples, seed=r.seed,
+                         train_transforms=r.train_transforms)
 
 
 register_dataset(

@@ -9,7 +9,6 @@ boundaries, which the metric and the loss ignore.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,14 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from splitbench.data.base import (
-    DatasetNotFoundError,
-    DatasetSpec,
-    pil_to_float,
-    register_dataset,
-    shorter_side_size,
-    subset,
-)
+from splitbench.data import base
+from splitbench.data.base import DatasetNotFoundError, DatasetRequest, DatasetSpec, register_dataset, subset
 
 SPLITS = ("train", "val")
 CLASSES = (
@@ -104,8 +97,8 @@ class VOCSegmentation(Dataset):
     def _train_transform(self, image: Image.Image, mask: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         crop = self.image_size or DEFAULT_CROP
         shorter = round(crop * float(torch.empty(()).uniform_(*SCALE_RANGE)))
-        image, mask = _resize(image, mask, shorter_side_size(*image.size, shorter))
-        tensor, target = pil_to_float(image), torch.from_numpy(np.array(mask, dtype=np.int64))
+        image, mask = _resize(image, mask, base.shorter_side_size(*image.size, shorter))
+        tensor, target = base.pil_to_float(image), torch.from_numpy(np.array(mask, dtype=np.int64))
         height, width = target.shape
         pad_h, pad_w = max(crop - height, 0), max(crop - width, 0)
         if pad_h or pad_w:
@@ -126,8 +119,8 @@ class VOCSegmentation(Dataset):
         if self.train:
             return self._train_transform(image, mask)
         if self.image_size is not None:
-            image, mask = _resize(image, mask, shorter_side_size(*image.size, self.image_size))
-        return pil_to_float(image), torch.from_numpy(np.array(mask, dtype=np.int64))
+            image, mask = _resize(image, mask, base.shorter_side_size(*image.size, self.image_size))
+        return base.pil_to_float(image), torch.from_numpy(np.array(mask, dtype=np.int64))
 
     def __repr__(self) -> str:
         return f"VOCSegmentation(n={len(self)}, image_size={self.image_size}, train={self.train})"
@@ -181,32 +174,22 @@ def _check_layout(root: Path, split: str) -> None:
             raise DatasetNotFoundError(f"dataset 'voc' {split!r}: {str(path)!r} does not exist; {GET_IT}")
 
 
-def _build(
-    split: str,
-    *,
-    root: str | None,
-    image_size: int | None,
-    num_samples: int | None,
-    seed: int,
-    download: bool,
-    train_transforms: bool,
-    **_ignored: Any,  # task is always segmentation
-) -> Dataset:
+def _build(r: DatasetRequest) -> Dataset:
     from torchvision.datasets import VOCSegmentation as TorchvisionVOC
 
-    if root is None:
+    if r.root is None:
         raise DatasetNotFoundError(
             f"dataset 'voc' needs a root (config `data.root`): the folder that holds {str(VOC_DIR)!r}; {GET_IT}"
         )
-    base = Path(root).expanduser()
-    if not download:
-        _check_layout(base, split)
+    folder = Path(r.root).expanduser()
+    if not r.download:
+        _check_layout(folder, r.split)
     try:
-        files = TorchvisionVOC(str(base), year="2012", image_set=split, download=download)
+        files = TorchvisionVOC(str(folder), year="2012", image_set=r.split, download=r.download)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        raise DatasetNotFoundError(f"dataset 'voc': {str(base / VOC_DIR)!r} not found ({err}); {GET_IT}") from err
-    dataset = VOCSegmentation(files.images, files.targets, image_size=image_size, train=train_transforms)
-    return subset(dataset, num_samples, seed)
+        raise DatasetNotFoundError(f"dataset 'voc': {str(folder / VOC_DIR)!r} not found ({err}); {GET_IT}") from err
+    dataset = VOCSegmentation(files.images, files.targets, image_size=r.image_size, train=r.train_transforms)
+    return subset(dataset, r.num_samples, r.seed)
 
 
 register_dataset(

@@ -5,23 +5,25 @@ trainer and the evaluator only ever see this interface; the parts it declares wi
 
 from __future__ import annotations
 
-from abc import ABC
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from splitbench.errors import ConfigError
+from splitbench.models.builders import bottleneck_student
+from splitbench.pipelines import LearnedPipeline
 from splitbench.registry import Registry
 from splitbench.tasks import TASKS
 
 if TYPE_CHECKING:
     from splitbench.experiment import Experiment
     from splitbench.models.network import SplitNetwork
-    from splitbench.pipelines.base import SplitPipeline
+    from splitbench.pipelines import SplitPipeline
     from splitbench.training.module import TrainingModule
 
 
@@ -72,26 +74,46 @@ class BuildContext:
     def run(self, name: str) -> tuple[Experiment, nn.Module]:
         """A trained run of the same --out: its config and its network with the saved weights."""
         if self.load_run is None:
-            from splitbench.errors import ConfigError
-
             raise ConfigError(f"method {self.config.method!r} is built from runs in an --out folder (run {name})")
         return self.load_run(name)
 
 
-class Method(ABC):
-    """``variant``: a fixed name, or ``variant_field`` names the argument that holds it; ``rate_fields`` are the
-    arguments that make up the rate parameter. ``teacher`` says what the method needs the trained unsplit
-    model for: ``"build"`` (its structure and weights are the student's start), ``"server"`` (it is the
-    server's model), or ``None``."""
+class Method:
+    """A method, declared in its class statement::
 
-    name: ClassVar[str]
+        class EndToEnd(BottleneckMethod, name="end_to_end", args=EndToEndArgs, stages=("train",),
+                       variant="fp", rate=("beta",)):
+            ...  # the docstring's first line is its help in `splitbench list methods`
+
+    ``name`` registers it (a class without one is a family's base); ``args`` is the ``method_args`` schema;
+    ``stages`` its training stages in order (none: nothing to train); ``teacher`` what it needs the trained
+    unsplit model for: ``"build"`` (a student's structure and starting weights) or ``"server"`` (the server
+    runs it); ``tasks`` the tasks it implements; ``variant`` a fixed variant name, or ``variant_field`` the
+    argument that holds it; ``rate`` the arguments that make up its rate parameter.
+    """
+
+    name: ClassVar[str] = ""
     Args: ClassVar[type[BaseModel]] = MethodArgs
-    stages: ClassVar[tuple[str, ...]] = ()  # training stages in order; () = nothing to train
-    teacher: ClassVar[str | None] = None
-    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the config tasks this method implements
+    stages: ClassVar[tuple[str, ...]] = ()
+    teacher: ClassVar[Literal["build", "server"] | None] = None
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
     variant_name: ClassVar[str] = ""
     variant_field: ClassVar[str | None] = None
     rate_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, *, name: str = "", args: type[BaseModel] | None = None,
+                          stages: tuple[str, ...] | None = None, teacher: Literal["build", "server"] | None = None,
+                          tasks: tuple[str, ...] | None = None, variant: str | None = None,
+                          variant_field: str | None = None, rate: tuple[str, ...] | None = None, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = {"Args": args, "stages": stages, "teacher": teacher, "tasks": tasks, "variant_name": variant,
+                    "variant_field": variant_field, "rate_fields": rate}
+        for attribute, value in declared.items():
+            if value is not None:
+                setattr(cls, attribute, value)
+        if name:
+            cls.name = name
+            register_method(cls)
 
     def variant(self, args: Any) -> str:
         return str(getattr(args, self.variant_field)) if self.variant_field else self.variant_name
@@ -114,9 +136,15 @@ class Method(ABC):
     def pipeline(self, ctx: BuildContext, args: Any, model: nn.Module | None,
                  teacher: SplitNetwork | None) -> SplitPipeline:
         """How the trained network runs split: by default a learned bottleneck's coder bitstreams."""
-        from splitbench.pipelines import LearnedPipeline
-
         return LearnedPipeline(model, ctx.device)
+
+
+class BottleneckMethod(Method, teacher="build", tasks=("classification", "detection", "segmentation")):
+    """A learned bottleneck (``args`` a :class:`~splitbench.models.builders.BottleneckArgs`) in place of the
+    unsplit model's stages up to the split point, under its heads: the published GDN layout by default."""
+
+    def build(self, ctx: BuildContext, args: Any, teacher: SplitNetwork | None) -> nn.Module:
+        return bottleneck_student(teacher, args, ctx.image_size)
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -130,6 +158,7 @@ def format_run_name(method: str, variant: str, backbone: str, task: str, rate_pa
 
 
 def register_method(cls: type[Method]) -> type[Method]:
+    """Put a declared method in the registry (a method class with a ``name`` does this itself)."""
     unknown = [t for t in cls.tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"method {cls.name!r} declares unknown tasks {unknown}; known: {', '.join(TASKS)}")

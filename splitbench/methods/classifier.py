@@ -7,18 +7,13 @@ the backbone's feature stages under a Faster R-CNN or DeepLabv3 head. Evaluated 
 from __future__ import annotations
 
 from splitbench.codecs.raw import RawPixels
-from splitbench.methods.base import BuildContext, Method, register_method
+from splitbench.methods.base import BuildContext, Method
 from splitbench.pipelines.codec import InputCodecPipeline
 from splitbench.training.recipes import TaskTraining
 
 
-@register_method
-class Classifier(Method):
+class Classifier(Method, name="classifier", stages=("train",), tasks=("classification", "detection", "segmentation")):
     """The unsplit model (the teacher), trained on its task loss; evaluated on raw 8-bit pixels."""
-
-    name = "classifier"
-    stages = ("train",)
-    tasks = ("classification", "detection", "segmentation")
 
     def needs_training(self, config) -> bool:
         """A pretrained or user-weights backbone with no training stages is evaluated as loaded."""

@@ -3,20 +3,20 @@ head-network distillation (Σ MSE against the teacher from the split point on, n
 the teacher's), then quantized to 8 bits at inference with per-sample scale and zero point in each bitstream.
 
 ``architecture: gdn`` (default) is the Entropic Student's GDN bottleneck; ``larger_resnet`` is the
-conv/BatchNorm/ReLU stack sc2bench uses (:mod:`splitbench.compression.crbq_bottleneck`; split after
+conv/BatchNorm/ReLU stack sc2bench uses (:mod:`splitbench.models.bottlenecks`; split after
 ``layer1`` or ``layer2``), which sc2bench checkpoints load into. ``integer_zero_point`` quantizes as sc2bench.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from splitbench.compression.crbq_bottleneck import build_larger_resnet_bottleneck
 from splitbench.compression.latent_coders import Quantize8Bit
-from splitbench.methods.base import Method, register_method
-from splitbench.models.builders import BottleneckArgs, bottleneck_student, split_shape, student
+from splitbench.methods.base import BottleneckMethod
+from splitbench.models.bottlenecks import build_larger_resnet_bottleneck
+from splitbench.models.builders import BottleneckArgs, split_shape, student
 from splitbench.training.recipes import HeadDistillation
 
 
@@ -41,23 +41,15 @@ class CRBQArgs(BottleneckArgs):
         return Quantize8Bit(self.channels, integer_zero_point=self.integer_zero_point)
 
 
-@register_method
-class CRBQ(Method):
+class CRBQ(BottleneckMethod, name="cr_bq", args=CRBQArgs, stages=("bottleneck",), rate=("channels",)):
     """CR+BQ: head-distilled narrow bottleneck, 8-bit quantized at inference (no entropy coding)."""
-
-    name = "cr_bq"
-    Args: ClassVar = CRBQArgs
-    stages = ("bottleneck",)
-    teacher = "build"
-    tasks = ("classification", "detection", "segmentation")
-    rate_fields = ("channels",)
 
     def variant(self, args: CRBQArgs) -> str:
         return "8bit" if args.architecture == "gdn" else f"{args.architecture}-8bit"
 
     def build(self, ctx, args: CRBQArgs, teacher):
         if args.architecture == "gdn":
-            return bottleneck_student(teacher, args, ctx.image_size)
+            return super().build(ctx, args, teacher)
         shape = split_shape(teacher, args.split_after, ctx.image_size)
         bottleneck = build_larger_resnet_bottleneck(args.coder(), shape, ctx.image_size)
         return student(teacher, args.split_after, bottleneck, ctx.image_size)

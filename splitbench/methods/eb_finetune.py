@@ -5,10 +5,8 @@ of the unmodified, teacher-initialised network; the whole network is then fine-t
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from splitbench.compression.latent_coders import FactorizedPrior
-from splitbench.methods.base import Method, RateArgs, register_method
+from splitbench.methods.base import Method, RateArgs
 from splitbench.models.builders import split_shape, stage_bottleneck, student
 from splitbench.training.recipes import TaskRateTraining
 
@@ -17,16 +15,9 @@ class EBFinetuneArgs(RateArgs):
     split_after: str = "layer1"
 
 
-@register_method
-class EBFinetune(Method):
+class EBFinetune(Method, name="eb_finetune", args=EBFinetuneArgs, stages=("train",), teacher="build",
+                 variant_field="split_after", rate=("beta",)):
     """EB fine-tuning: an entropy bottleneck after a stage of the teacher, fine-tuned with CE + β·bits."""
-
-    name = "eb_finetune"
-    Args: ClassVar = EBFinetuneArgs
-    stages = ("train",)
-    teacher = "build"
-    variant_field = "split_after"
-    rate_fields = ("beta",)
 
     def build(self, ctx, args: EBFinetuneArgs, teacher):
         channels = split_shape(teacher, args.split_after, ctx.image_size)[0]

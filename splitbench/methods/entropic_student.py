@@ -9,13 +9,13 @@ later stages and heads on the test-time quantized latent, 0.5·task + 0.5·KL fo
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from splitbench.compression.latent_coders import FactorizedPrior, LatentCoder, MeanScaleHyperprior, ScaleHyperprior
-from splitbench.methods.base import Method, register_method
-from splitbench.models.builders import BottleneckArgs, bottleneck_student
+from splitbench.methods.base import BottleneckMethod
+from splitbench.models.builders import BottleneckArgs
 from splitbench.training.recipes import EntropicStudentTraining
 
 CODERS = {"shp": ScaleHyperprior, "mshp": MeanScaleHyperprior}
@@ -34,20 +34,9 @@ class EntropicStudentArgs(BottleneckArgs):
         return CODERS[self.variant](self.channels, self.hyper_channels)
 
 
-@register_method
-class EntropicStudent(Method):
+class EntropicStudent(BottleneckMethod, name="entropic_student", args=EntropicStudentArgs,
+                      stages=("bottleneck", "tail"), variant_field="variant", rate=("beta",)):
     """Entropic Student: distilled bottleneck + entropy model (fp, shp, mshp), two training stages."""
-
-    name = "entropic_student"
-    Args: ClassVar = EntropicStudentArgs
-    stages = ("bottleneck", "tail")
-    teacher = "build"
-    tasks = ("classification", "detection", "segmentation")
-    variant_field = "variant"
-    rate_fields = ("beta",)
-
-    def build(self, ctx, args: EntropicStudentArgs, teacher):
-        return bottleneck_student(teacher, args, ctx.image_size)
 
     def recipe(self, ctx, args: EntropicStudentArgs, model, teacher):
         return EntropicStudentTraining(model, teacher, args.beta, args.kd_weight, args.kd_temperature)

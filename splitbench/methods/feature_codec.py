@@ -8,12 +8,12 @@ baseline a learned bottleneck at the same split point has to beat.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from splitbench.codecs import CodecArgs, FeatureCodec, codec_variant, get_codec, quality_param
-from splitbench.methods.base import Method, register_method
+from splitbench.methods.base import Method
 from splitbench.pipelines.codec import FeatureCodecPipeline
 
 
@@ -23,13 +23,8 @@ class FeatureCodecArgs(CodecArgs):
     param_dtype: Literal["float16", "float32"] = "float16"
 
 
-@register_method
-class FeatureCodecMethod(Method):
+class FeatureCodecMethod(Method, name="feature_codec", args=FeatureCodecArgs, teacher="server"):
     """Feature compression: the teacher split at a stage, its features coded with a standard image codec."""
-
-    name = "feature_codec"
-    Args: ClassVar = FeatureCodecArgs
-    teacher = "server"
 
     def variant(self, args: FeatureCodecArgs) -> str:
         return codec_variant(args.codec, args.options, args.split_after)

@@ -5,21 +5,14 @@ pipeline's parallelism is a process pool kept for the whole evaluation (``eval.w
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from splitbench.codecs import CodecArgs, codec_variant, get_codec, quality_param
-from splitbench.methods.base import Method, register_method
+from splitbench.methods.base import Method
 from splitbench.pipelines.codec import InputCodecPipeline
 
 
-@register_method
-class InputCodec(Method):
+class InputCodec(Method, name="input_codec", args=CodecArgs, teacher="server",
+                 tasks=("classification", "detection", "segmentation")):
     """Input compression with a standard codec (JPEG, WebP, ...); the server runs the full teacher."""
-
-    name = "input_codec"
-    Args: ClassVar = CodecArgs
-    teacher = "server"
-    tasks = ("classification", "detection", "segmentation")
 
     def variant(self, args: CodecArgs) -> str:
         return codec_variant(args.codec, args.options)

@@ -11,12 +11,12 @@ weights) and evaluates every task from the same bitstream.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from splitbench.errors import ConfigError
-from splitbench.methods.base import BuildContext, Method, MethodArgs, format_run_name, register_method
+from splitbench.methods.base import BuildContext, Method, MethodArgs, format_run_name
 from splitbench.models.builders import compose, head_on_trunk
 from splitbench.pipelines import LearnedPipeline
 from splitbench.training.recipes import TaskTraining
@@ -49,15 +49,9 @@ class MultiTaskHeadArgs(BodyArgs):
                                                    "(the published two-stage segmentation recipe)")
 
 
-@register_method
-class MultiTaskHead(Method):
+class MultiTaskHead(Method, name="multitask_head", args=MultiTaskHeadArgs, stages=("train",), tasks=HEAD_TASKS,
+                    rate=("beta",)):
     """A detection or segmentation head trained on a frozen Entropic Student body (for ``multitask``)."""
-
-    name = "multitask_head"
-    Args: ClassVar = MultiTaskHeadArgs
-    stages = ("train",)
-    tasks = HEAD_TASKS
-    rate_fields = ("beta",)
 
     def variant(self, args: MultiTaskHeadArgs) -> str:
         return f"{args.variant}-pretrain" if args.pretrain else args.variant
@@ -82,15 +76,9 @@ class MultiTaskArgs(BodyArgs):
         list(HEAD_TASKS), min_length=1, description="the multitask_head runs (same β) joined to the body")
 
 
-@register_method
-class MultiTask(Method):
+class MultiTask(Method, name="multitask", args=MultiTaskArgs, tasks=("multitask",), variant_field="variant",
+                rate=("beta",)):
     """One encoder, one bitstream: the shared body + its heads, every task evaluated from the same bytes."""
-
-    name = "multitask"
-    Args: ClassVar = MultiTaskArgs
-    tasks = ("multitask",)
-    variant_field = "variant"
-    rate_fields = ("beta",)
 
     def pipeline(self, ctx, args: MultiTaskArgs, model, teacher):
         body = load_body(ctx, args)

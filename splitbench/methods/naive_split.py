@@ -6,10 +6,10 @@ Nothing is trained and nothing is lost beyond float16 rounding, so this is the u
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from splitbench.codecs.raw import RawFeatures
-from splitbench.methods.base import Method, MethodArgs, register_method
+from splitbench.methods.base import Method, MethodArgs
 from splitbench.pipelines.codec import FeatureCodecPipeline
 
 
@@ -18,15 +18,9 @@ class NaiveSplitArgs(MethodArgs):
     dtype: Literal["float32", "float16"] = "float32"
 
 
-@register_method
-class NaiveSplit(Method):
+class NaiveSplit(Method, name="naive_split", args=NaiveSplitArgs, teacher="server", variant_field="dtype",
+                 rate=("split_after",)):
     """Naive split: the teacher split at a stage, its float32/float16 features sent as they are."""
-
-    name = "naive_split"
-    Args: ClassVar = NaiveSplitArgs
-    teacher = "server"
-    variant_field = "dtype"
-    rate_fields = ("split_after",)
 
     def pipeline(self, ctx, args: NaiveSplitArgs, model, teacher):
         return FeatureCodecPipeline(RawFeatures(args.dtype), teacher, args.split_after, ctx.device, workers=1)

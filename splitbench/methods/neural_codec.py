@@ -7,12 +7,12 @@ convention), optionally starting from a local checkpoint (``weights``) or Compre
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from splitbench.errors import SplitbenchError
-from splitbench.methods.base import Method, MethodArgs, register_method
+from splitbench.methods.base import Method, MethodArgs
 from splitbench.models.neural_codecs import (
     ArchitectureName,
     build_codec,
@@ -47,15 +47,9 @@ class NeuralCodecArgs(MethodArgs):
         return self
 
 
-@register_method
-class NeuralCodec(Method):
+class NeuralCodec(Method, name="neural_codec", args=NeuralCodecArgs, stages=("rate_distortion",), teacher="server",
+                  variant_field="arch"):
     """Neural input compression: a CompressAI codec (factorized, hyperprior, mean-scale, autoregressive)."""
-
-    name = "neural_codec"
-    Args: ClassVar = NeuralCodecArgs
-    stages = ("rate_distortion",)
-    teacher = "server"
-    variant_field = "arch"
 
     def rate_param(self, args: NeuralCodecArgs) -> dict:
         out: dict[str, Any] = {}

@@ -3,8 +3,8 @@
 * :func:`unsplit_network`: a backbone's feature stages under a task head (the teacher of every task);
 * :func:`student`: a bottleneck in place of a teacher's stages up to the split point, under copies of
   the teacher's heads (Entropic Student, End-to-End, CR+BQ, EB fine-tuning);
-* :func:`gdn_bottleneck` / :func:`stage_bottleneck`: the two bottleneck layouts (the published GDN
-  encoder/decoder; the teacher's own stages with a coder after them);
+* :func:`stage_bottleneck`: the teacher's own stages with a coder after them (EB fine-tuning; the
+  learned layouts are in :mod:`splitbench.models.bottlenecks`);
 * :func:`head_on_trunk` and :func:`compose`: heads trained on a shared, frozen trunk, and the
   multi-task model joining them.
 """
@@ -12,21 +12,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
-from splitbench.compression.bottleneck import (
-    Bottleneck,
-    BottleneckShapeError,
-    build_decoder,
-    build_encoder,
-    strides_for,
-)
 from splitbench.compression.latent_coders import FactorizedPrior, LatentCoder
 from splitbench.errors import CheckpointError, ConfigError
+from splitbench.models.bottlenecks import Bottleneck, BottleneckShapeError, gdn_bottleneck
 from splitbench.models.heads import ClassificationHead, Head, HeadArgs, strides
 from splitbench.models.network import CLASSIFIER, SplitNetwork
 from splitbench.models.staged import StagedNetwork, dilate_stages
@@ -79,24 +72,6 @@ def split_shape(teacher: SplitNetwork, split_after: str, image_size: int) -> tup
     trunk: FeatureTrunk = teacher.trunk  # type: ignore[assignment]
     trunk.check_split_point(split_after)
     return trunk.stage_shapes(image_size)[split_after]
-
-
-def gdn_bottleneck(shape: tuple[int, ...], image_size: int, coder: LatentCoder, *,
-                   encoder_channels: Sequence[int] | None = None, decoder_channels: Sequence[int] | None = None,
-                   simplified_gdn: bool = False) -> Bottleneck:
-    """g_a → ``coder`` → g_s rebuilding a split point of output ``shape``: the published layout, one strided
-    5×5 conv + GDN per halving (widths 96, 48, then 48), a 2×2 conv to the latent; 2×2 convs + IGDN back
-    up (widths 2×, 1× the split point's channels)."""
-    if len(shape) != 3:
-        raise BottleneckShapeError(f"a learned bottleneck rebuilds a feature map, but the split point outputs {shape}")
-    c, _, w = shape
-    n_strides = strides_for(image_size // w)
-    encoder_channels = list(encoder_channels or ([96, 48] + [48] * (n_strides - 2))[:n_strides])
-    if len(encoder_channels) != n_strides:
-        raise BottleneckShapeError(f"the split point is {n_strides} halvings deep, so encoder_channels needs "
-                                   f"{n_strides} entries, got {encoder_channels}")
-    return Bottleneck(build_encoder(3, encoder_channels, coder.channels, simplified_gdn), coder,
-                      build_decoder(coder.channels, list(decoder_channels or [2 * c, c]), c, simplified_gdn))
 
 
 def bottleneck_student(teacher: SplitNetwork, args: BottleneckArgs, image_size: int,

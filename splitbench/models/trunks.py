@@ -19,8 +19,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from splitbench.compression.bottleneck import Bottleneck
 from splitbench.compression.latent_coders import LatentCoder
+from splitbench.models.bottlenecks import Bottleneck
 from splitbench.models.staged import StagedNetwork
 
 Features = dict[str, torch.Tensor]
