@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from splitbench.errors import ConfigError
-from splitbench.models.builders import bottleneck_student
+from splitbench.models.backbones import get_backbone
+from splitbench.models.builders import bottleneck_student, unsplit_network
 from splitbench.pipelines import LearnedPipeline
 from splitbench.registry import Registry
 from splitbench.tasks import TASKS
@@ -58,15 +59,11 @@ class BuildContext:
     def unsplit_network(self, weights: bool = True) -> SplitNetwork:
         """The config's unsplit model: its backbone under its task's head, with the backbone's pretrained or
         file weights unless ``weights`` is False (the structure that saved weights are loaded into)."""
-        from splitbench.models.backbones import get_backbone
-        from splitbench.models.builders import unsplit_network
-
         b, task = self.config.backbone, self.config.task_spec
         pretrained, file = (b.pretrained, b.weights) if weights else (False, None)
         # A task head of its own drops the backbone's classifier, whose class count then only has to match
         # the backbone's weights (ImageNet's).
-        own_classifier = task.head.uses_backbone_classifier
-        classes = self.num_classes if own_classifier or not (pretrained or file) else 1000
+        classes = self.num_classes if task.head.uses_backbone_classifier or not (pretrained or file) else 1000
         backbone = get_backbone(b.name, classes, pretrained=pretrained, weights=file)
         return unsplit_network(backbone, task.name, task.head, self.num_classes, self.config.head_args(),
                                self.image_size)
