@@ -70,7 +70,7 @@ class Run:
     def context(self, device: torch.device) -> BuildContext:
         c = self.config
         classes = c.backbone.num_classes or num_classes(c.data.dataset, c.data.root, c.task_spec.classes_task())
-        return BuildContext(c, classes, device, self.out, lambda name: load_run(self.out, name, device))
+        return BuildContext(c, classes, device, lambda name: load_run(self.out, name, device))
 
     @property
     def teacher_name(self) -> str | None:

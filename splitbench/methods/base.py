@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -49,7 +48,6 @@ class BuildContext:
     config: Experiment
     num_classes: int
     device: torch.device
-    out: Path | None = None
     load_run: Callable[[str], tuple[Experiment, nn.Module]] | None = None
 
     @property

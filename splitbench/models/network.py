@@ -53,6 +53,12 @@ class SplitNetwork(nn.Module):
         return list(self.heads.keys())
 
     @property
+    def head_levels(self) -> list[str]:
+        """The trunk levels some head reads: all that inference needs to compute and keep."""
+        read = {n for head in self.heads.values() for n in head.levels}
+        return [n for n in self.trunk.levels if n in read]
+
+    @property
     def needs_image_size(self) -> bool:
         """Whether the server needs each image's (h, w): then images are padded on their own and the size is sent."""
         return any(head.needs_image_size for head in self.heads.values())
@@ -63,10 +69,13 @@ class SplitNetwork(nn.Module):
             return pad_images(images, self.stride)
         return pad_images(images, 1)
 
-    def forward(self, images: Images, targets: Any = None, *, quantized: bool = False) -> NetworkOutput:
-        """Training path: ``targets`` are the single head's, or task → targets for several heads."""
+    def forward(self, images: Images, targets: Any = None, *, quantized: bool = False,
+                all_levels: bool = True) -> NetworkOutput:
+        """Training path: ``targets`` are the single head's, or task → targets for several heads. Its features
+        hold every trunk level (what distillation reads) unless ``all_levels`` is False."""
         batch, sizes = self.prepare(images)
-        features, likelihoods = self.trunk.features(batch, quantized=quantized)
+        levels = None if all_levels else self.head_levels
+        features, likelihoods = self.trunk.features(batch, quantized=quantized, levels=levels)
         predictions, losses = self.run_heads(features, sizes, (batch.shape[-2], batch.shape[-1]), targets)
         return NetworkOutput(predictions, losses, features, likelihoods)
 
@@ -91,13 +100,13 @@ class SplitNetwork(nn.Module):
     @torch.no_grad()
     def predict(self, images: Images) -> Any:
         """The unsplit forward of a trained model (the server of the codec baselines)."""
-        return self.output(self(images).predictions)
+        return self.output(self(images, all_levels=False).predictions)
 
     @torch.no_grad()
     def server_forward(self, y_hat: torch.Tensor, sizes: list[Size]) -> Any:
         """The server side of a bottleneck trunk: a decoded latent of images of these sizes → predictions."""
         trunk: BottleneckTrunk = self.trunk  # type: ignore[assignment]
-        features = trunk.decode(y_hat)
+        features = trunk.decode(y_hat, self.head_levels)
         padded = padded_size(sizes, self.stride) if self.needs_image_size else sizes[0]
         return self.output(self.run_heads(features, sizes, padded)[0])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -35,9 +36,11 @@ class Trunk(nn.Module, ABC):
         """The feature levels it outputs, in order."""
 
     @abstractmethod
-    def features(self, batch: torch.Tensor, *, quantized: bool = False) -> tuple[Features, dict[str, torch.Tensor]]:
-        """Every level's output for a batch of [0, 1] images. ``quantized``: a bottleneck's decoder sees the
-        test-time quantized latent (detached), as stage-2 training needs; an unsplit trunk ignores it."""
+    def features(self, batch: torch.Tensor, *, quantized: bool = False,
+                 levels: Sequence[str] | None = None) -> tuple[Features, dict[str, torch.Tensor]]:
+        """The outputs of ``levels`` (default: every level) for a batch of [0, 1] images; asking only for what
+        the heads read lets inference free the other levels as it goes. ``quantized``: a bottleneck's decoder
+        sees the test-time quantized latent (detached), as stage-2 training needs; an unsplit trunk ignores it."""
 
     @torch.no_grad()
     def level_shapes(self, image_size: int) -> dict[str, tuple[int, ...]]:
@@ -51,11 +54,6 @@ class Trunk(nn.Module, ABC):
         finally:
             self.train(was_training)
         return {name: tuple(features[name].shape[1:]) for name in self.levels}
-
-    def stride(self, image_size: int) -> int:
-        """How much the trunk downsamples at most: images are padded to a multiple of it."""
-        shapes = self.level_shapes(image_size)
-        return max(image_size // s[-1] for s in shapes.values() if len(s) == 3)
 
 
 class FeatureTrunk(StagedNetwork, Trunk):
@@ -75,8 +73,9 @@ class FeatureTrunk(StagedNetwork, Trunk):
         """Every level: a split after the last sends its features to the heads."""
         return self.stage_names
 
-    def features(self, batch, *, quantized=False):
-        _, tapped = self(batch, taps=self.stage_names)
+    def features(self, batch, *, quantized=False, levels=None):
+        wanted = [n for n in self.stage_names if levels is None or n in levels]
+        _, tapped = self(batch, stop=wanted[-1], taps=wanted)
         return tapped, {}
 
     def features_from(self, level: str, x: torch.Tensor) -> Features:
@@ -129,22 +128,25 @@ class BottleneckTrunk(Trunk):
         """The latent y of a batch of [0, 1] images (the device side, before coding)."""
         return self.bottleneck.encoder(self.normalize(batch))
 
-    def decode(self, y_hat: torch.Tensor) -> Features:
-        """The server side: every level from the decoded latent (the split point's included)."""
-        return self._tail(self.bottleneck.decoder(y_hat))
+    def decode(self, y_hat: torch.Tensor, levels: Sequence[str] | None = None) -> Features:
+        """The server side: the outputs of ``levels`` (default: every level, the split point's included) from
+        the decoded latent."""
+        return self._tail(self.bottleneck.decoder(y_hat), levels)
 
-    def features(self, batch, *, quantized=False):
+    def features(self, batch, *, quantized=False, levels=None):
         x = self.normalize(batch)
         if quantized:
             with torch.no_grad():
                 y_hat = self.coder.quantize(self.bottleneck.encoder(x))
-            return self._tail(self.bottleneck.decoder(y_hat)), {}
+            return self._tail(self.bottleneck.decoder(y_hat), levels), {}
         decoded, likelihoods = self.bottleneck(x)
-        return self._tail(decoded), likelihoods
+        return self._tail(decoded, levels), likelihoods
 
-    def _tail(self, decoded: torch.Tensor) -> Features:
-        out = {self.split_after: decoded}
-        if self.tail.stage_names:
-            _, tapped = self.tail(decoded, taps=self.tail.stage_names)
+    def _tail(self, decoded: torch.Tensor, levels: Sequence[str] | None) -> Features:
+        wanted = self.levels if levels is None else levels
+        out = {self.split_after: decoded} if self.split_after in wanted else {}
+        later = [n for n in self.tail.stage_names if n in wanted]
+        if later:
+            _, tapped = self.tail(decoded, stop=later[-1], taps=later)
             out.update(tapped)
         return out
