@@ -92,14 +92,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from splitbench.bench.suite import run_suite
 
-    failed = run_suite(args.suite, args.out, overrides=args.overrides, progress=not args.no_progress)
+    failed = run_suite(args.suite, args.out, overrides=args.overrides, progress=not args.no_progress,
+                       retrain=args.retrain)
     return 1 if failed else 0
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from splitbench.bench.quickstart import run_quickstart
 
-    run_quickstart(args.out, progress=not args.no_progress)
+    run_quickstart(args.out, progress=not args.no_progress, retrain_teacher=args.retrain_teacher)
     return 0
 
 
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="teacher, Entropic Student β sweep, JPEG/WebP sweep, report")
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+    p.add_argument("--retrain-teacher", action="store_true",
+                   help="train the teacher from scratch instead of installing the one shipped with splitbench")
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("train", help="train a config (every point of its sweep)")
@@ -129,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key in every experiment of the suite (repeatable)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
+    p.add_argument("--retrain", action="store_true", help="train the entries marked shipped instead of installing "
+                                                         "the weights splitbench ships for them")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="tables and figures from results.jsonl files")

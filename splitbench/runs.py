@@ -9,6 +9,8 @@ writes. The module-level functions are the short forms the CLI, the suites and t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from functools import partial
@@ -49,6 +51,12 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def training_settings(config: dict) -> dict[str, Any]:
+    """A config's settings that decide the weights training produces (dotted keys), as opposed to how the run
+    is executed or evaluated (:data:`NOT_TRAINING`)."""
+    return {k: v for k, v in _flatten(config).items() if not any(k == n or k.startswith(n + ".") for n in NOT_TRAINING)}
+
+
 class Run:
     """``config`` (a resolved :class:`Experiment`) as a run of the folder ``out``."""
 
@@ -64,6 +72,12 @@ class Run:
     @property
     def config_hash(self) -> str:
         return self.config.hash()
+
+    @property
+    def training_hash(self) -> str:
+        """Identity of what training this run produces (its training settings only)."""
+        text = json.dumps(training_settings(self.config.model_dump(mode="json")), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------ what it is built from
 
@@ -117,10 +131,9 @@ class Run:
         stored_file = self.folder / CONFIG
         if not stored_file.is_file():
             return
-        stored = _flatten(yaml.safe_load(stored_file.read_text()) or {})
-        current = _flatten(self.config.model_dump(mode="json"))
-        differ = [k for k in sorted(stored.keys() & current.keys())
-                  if stored[k] != current[k] and not any(k == n or k.startswith(n + ".") for n in NOT_TRAINING)]
+        stored = training_settings(yaml.safe_load(stored_file.read_text()) or {})
+        current = training_settings(self.config.model_dump(mode="json"))
+        differ = [k for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]]
         if differ:
             shown = ", ".join(f"{k}: {stored[k]!r} there, {current[k]!r} here" for k in differ[:3])
             more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""

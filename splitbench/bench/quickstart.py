@@ -20,9 +20,11 @@ log = logging.getLogger("splitbench")
 SUITE = "suites/quickstart.yaml"
 
 
-def run_quickstart(out: Path, *, progress: bool = True, overrides: list[str] = ()) -> dict[str, Path]:
-    """Run the quickstart suite into ``out``; returns the report's files. Raises if a point failed."""
-    summary = execute_suite(SUITE, out, overrides=overrides, progress=progress)
+def run_quickstart(out: Path, *, progress: bool = True, overrides: list[str] = (),
+                   retrain_teacher: bool = False) -> dict[str, Path]:
+    """Run the quickstart suite into ``out``; returns the report's files. Raises if a point failed. The teacher
+    comes from the weights shipped with splitbench unless ``retrain_teacher``."""
+    summary = execute_suite(SUITE, out, overrides=overrides, progress=progress, retrain=retrain_teacher)
     log.info("quickstart finished in %.1f min, peak memory %.0f MiB; report: %s",
              summary.seconds / 60, peak_memory_mib(), summary.report.get("report.md", out))
     if summary.failed:

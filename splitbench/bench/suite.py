@@ -15,6 +15,8 @@ Keys:
 
 * ``experiments`` (required, non-empty): each item is a config path, or ``{config: PATH, set: {...}}``.
   Paths are relative to the suite file, else names under ``splitbench/configs/``.
+* ``shipped: true`` on an entry: where a point's config is the one splitbench ships trained weights for
+  (:mod:`splitbench.shipped`), they are installed (hash-checked) instead of training; ``--retrain`` trains.
 * ``set``: dotted config keys, as ``--set`` takes them. A **list value is a sweep dimension**: it
   replaces the config's own sweep of that key or adds one; a scalar pins the key (dropping the
   config's sweep of it). To set a key whose value is itself a list, wrap it: ``milestones: [[5, 8]]``.
@@ -50,6 +52,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from splitbench import shipped
 from splitbench.bench.records import headline
 from splitbench.config import (
     PACKAGE_CONFIGS,
@@ -74,6 +77,8 @@ log = logging.getLogger("splitbench")
 class SuiteEntry(Strict):
     config: str = Field(description="experiment config: relative to the suite file, or under splitbench/configs/")
     set: dict[str, Any] = Field({}, description="dotted key → value; a list value is a sweep dimension")
+    shipped: bool = Field(False, description="install the weights shipped with splitbench for this config instead "
+                                             "of training it (see splitbench.shipped); --retrain trains anyway")
 
 
 class ReportOptions(Strict):
@@ -99,10 +104,11 @@ class Suite(Strict):
 
 @dataclass(frozen=True)
 class SuitePoint:
-    """One validated config and where in the suite it came from (for messages)."""
+    """One validated config, where in the suite it came from (for messages), whether it may use shipped weights."""
 
     config: Experiment
     source: str
+    shipped: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,7 @@ def suite_points(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Suite
         raw = load_raw(_entry_path(entry.config, file.parent, where))
         raw = apply_suite_set(raw, {**suite.set, **entry.set}, where)
         raw = apply_overrides(pin_swept(raw, overrides), overrides)
-        points += [SuitePoint(validate(p, where), where) for p in expand_sweep(raw)]
+        points += [SuitePoint(validate(p, where), where, entry.shipped) for p in expand_sweep(raw)]
     return suite, points
 
 
@@ -217,8 +223,9 @@ def peak_memory_mib() -> float:
 # ---------------------------------------------------------------- running
 
 
-def _run_point(point: SuitePoint, out: Path, progress: bool, failed_training: dict[str, str]) -> dict:
-    """Train (if its method needs training with these args) then evaluate one point; returns its record."""
+def _run_point(point: SuitePoint, out: Path, progress: bool, failed_training: dict[str, str], retrain: bool) -> dict:
+    """Train (if its method needs training with these args; from the shipped weights where the entry allows and
+    the config is theirs) then evaluate one point; returns its record."""
     config = point.config
     run = Run(config, out)
     teacher = run.teacher_name
@@ -227,6 +234,10 @@ def _run_point(point: SuitePoint, out: Path, progress: bool, failed_training: di
                               f"({failed_training[teacher]})")
     if run.method.needs_training(config):
         try:
+            if point.shipped and not retrain and not run.weights.exists():
+                run.check_reusable()
+                if not shipped.install(run):
+                    log.info("%s: nothing shipped for this config (hash %s); training it", run.name, run.config_hash)
             train_experiment(config, out, resume=True, progress=progress)
         except Exception as error:
             failed_training[run.name] = f"{type(error).__name__}: {error}"
@@ -234,8 +245,8 @@ def _run_point(point: SuitePoint, out: Path, progress: bool, failed_training: di
     return evaluate_experiment(config, out, progress=progress)
 
 
-def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
-                  progress: bool = True) -> SuiteSummary:
+def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (), progress: bool = True,
+                  retrain: bool = False) -> SuiteSummary:
     """Run every point not yet recorded, record failures, write the report; see the module docstring."""
     from splitbench.bench.records import load_records
     from splitbench.bench.report import write_report
@@ -262,7 +273,7 @@ def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
             continue
         began = time.perf_counter()
         try:
-            record = _run_point(point, out, progress, failed_training)
+            record = _run_point(point, out, progress, failed_training, retrain)
         except Exception as error:  # any failure is a failed point; KeyboardInterrupt is not an Exception
             message = f"{type(error).__name__}: {error}"
             append_record(results, Run(config, out).failed_record(message))
@@ -296,7 +307,7 @@ def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
     return summary
 
 
-def run_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
-              progress: bool = True) -> list[FailedPoint]:
+def run_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (), progress: bool = True,
+              retrain: bool = False) -> list[FailedPoint]:
     """Run a suite (resumable); returns the points that failed (the CLI exits 1 if any)."""
-    return execute_suite(path, out, overrides=overrides, progress=progress).failed
+    return execute_suite(path, out, overrides=overrides, progress=progress, retrain=retrain).failed
