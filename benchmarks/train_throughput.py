@@ -53,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per stage")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], help="an override for every student config")
     args = parser.parse_args()
 
     import torch
@@ -78,8 +79,8 @@ def main() -> None:
 
     rows = []
     cases = [("teacher", "shapes/teacher.yaml", ()),
-             ("entropic_student", "shapes/entropic_student.yaml", ["method_args.beta=0.01"]),
-             ("end_to_end", "shapes/end_to_end.yaml", ["method_args.beta=1.0e-4"]),
+             ("entropic_student", "shapes/entropic_student.yaml", ["method_args.beta=0.01", *args.set]),
+             ("end_to_end", "shapes/end_to_end.yaml", ["method_args.beta=1.0e-4", *args.set]),
              ("detection teacher", "shapes/detection/teacher.yaml", ["backbone.init_run=null"])]
     for label, name, overrides in cases:
         config, module, teacher, batches = stages_of(name, overrides)

@@ -46,6 +46,39 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+ADDED_LATER = "added_later"
+
+
+def added_later(default: Any, **kwargs: Any) -> Any:
+    """A field added after the first release: left out of a config's identity (hash, training hash) while it
+    holds its default, so runs and records written before it existed keep theirs."""
+    return Field(default, json_schema_extra={ADDED_LATER: True}, **kwargs)
+
+
+def identity_dump(model: BaseModel) -> dict[str, Any]:
+    """``model.model_dump(mode="json")`` without the :func:`added_later` fields that hold their default."""
+    data = model.model_dump(mode="json")
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get(ADDED_LATER) and value == field.default:
+            del data[name]
+        elif isinstance(value, BaseModel):
+            data[name] = identity_dump(value)
+    return data
+
+
+TransformStep = str | dict[str, dict[str, Any] | None]
+
+
+class TransformsConfig(Strict):
+    """torchvision transforms for real data, each step a class name or ``{Name: {arguments}}``; unset: the
+    defaults for the image size (:mod:`splitbench.data.transforms`)."""
+
+    train: list[TransformStep] | None = None
+    eval: list[TransformStep] | None = None
+
+
 class DataConfig(Strict):
     dataset: str = "shapes"
     root: str | None = None
@@ -56,6 +89,7 @@ class DataConfig(Strict):
     workers: int = Field(0, ge=0)
     download: bool = False
     seed: int = 0
+    transforms: TransformsConfig | None = added_later(None)
 
 
 class BackboneConfig(Strict):
@@ -131,7 +165,7 @@ class ExperimentConfig(Strict):
 
         Fields added after the first release are left out while unset, so the records written
         before them keep their identity (and a resumed sweep does not redo them)."""
-        data = self.model_dump(mode="json")
+        data = identity_dump(self)
         if data["head"] is None:
             del data["head"]
         if data["backbone"]["init_run"] is None:

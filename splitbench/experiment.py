@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
-from splitbench.config import ExperimentConfig, format_errors, load_points, validate_section
+from splitbench.config import ExperimentConfig, format_errors, identity_dump, load_points, validate_section
+from splitbench.data import check_takes_transforms
+from splitbench.data.transforms import build_transforms
 from splitbench.errors import ConfigError
 from splitbench.methods import get_method
 from splitbench.methods.base import format_run_name
@@ -51,7 +53,12 @@ class Experiment(ExperimentConfig):
                 raise ConfigError(f"head: task {self.task!r} has no head settings (they belong to {', '.join(owners)})")
         else:
             head = validate_section(task.head_schema, self.head or {}, "head")
-        self.method_args = args.model_dump(mode="json")
+        if self.data.transforms is not None:  # a typo in a pipeline fails here, not after the teacher trained
+            check_takes_transforms(self.data.dataset)
+            for split, steps in (("train", self.data.transforms.train), ("eval", self.data.transforms.eval)):
+                if steps is not None:
+                    build_transforms(steps, f"data.transforms.{split}")
+        self.method_args = identity_dump(args)
         self.head = None if head is None else head.model_dump(mode="json")
         self._method, self._args, self._head, self._task = method, args, head, task
         return self

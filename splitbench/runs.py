@@ -22,6 +22,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from splitbench.config import identity_dump
 from splitbench.data import get_dataset, num_classes
 from splitbench.errors import CheckpointError, ConfigError, SplitbenchError
 from splitbench.evaluation import append_record, evaluate, versions
@@ -76,7 +77,7 @@ class Run:
     @property
     def training_hash(self) -> str:
         """Identity of what training this run produces (its training settings only)."""
-        text = json.dumps(training_settings(self.config.model_dump(mode="json")), sort_keys=True)
+        text = json.dumps(training_settings(identity_dump(self.config)), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------ what it is built from
@@ -142,8 +143,10 @@ class Run:
 
     def dataset(self, split: str, num_samples: int | None, train: bool) -> Dataset:
         d = self.config.data
+        pipeline = None if d.transforms is None else d.transforms.train if train else d.transforms.eval
         return get_dataset(d.dataset, split, task=self.config.task, root=d.root, image_size=d.image_size,
-                           num_samples=num_samples, seed=d.seed, download=d.download, train_transforms=train)
+                           num_samples=num_samples, seed=d.seed, download=d.download, train_transforms=train,
+                           transforms=pipeline)
 
     # ------------------------------------------------------------ training
 

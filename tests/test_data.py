@@ -20,6 +20,7 @@ from splitbench.data import (
     num_classes,
 )
 from splitbench.data.shapes import CLASSES, TASKS, generate
+from splitbench.errors import ConfigError
 from splitbench.registry import UnknownNameError
 
 
@@ -269,3 +270,60 @@ def test_torchvision_set_with_empty_root_is_clear_and_does_not_download(name, tm
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(DatasetNotFoundError, match="needs a root"):
         get_dataset(name, "test")
+
+
+def test_small_images_keep_the_whole_object_by_default(tiny_folder):
+    """At 32 px the default training crop is a padded random crop of the whole resized image (ImageNet's
+    RandomResizedCrop would keep as little as 8 % of it): eval is exactly the resized center crop, and a
+    training sample differs from it by at most the padding's shift."""
+    from torchvision import transforms as T
+
+    from splitbench.data.transforms import default_transforms
+
+    image = Image.open(next((tiny_folder / "train" / "cat").glob("*.JPEG"))).convert("RGB")
+    evaluated = default_transforms(32, train=False)(image)
+    assert torch.equal(evaluated, T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])(image))
+    torch.manual_seed(0)
+    trained = [default_transforms(32, train=True)(image) for _ in range(8)]
+    assert all(t.shape == (3, 32, 32) for t in trained)
+    shifts = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)]
+
+    def matches(t: torch.Tensor) -> bool:
+        for candidate in (t, t.flip(-1)):
+            for dy, dx in shifts:
+                a = candidate[:, max(dy, 0):32 + min(dy, 0), max(dx, 0):32 + min(dx, 0)]
+                b = evaluated[:, max(-dy, 0):32 + min(-dy, 0), max(-dx, 0):32 + min(-dx, 0)]
+                if torch.equal(a, b):
+                    return True
+        return False
+
+    assert all(matches(t) for t in trained)
+
+
+def test_config_transforms_reach_the_folder_loader(tiny_folder):
+    steps = [{"Resize": {"size": [40, 40]}}, {"CenterCrop": {"size": 20}}, "RandomHorizontalFlip"]
+    train = get_dataset("imagefolder", "train", root=str(tiny_folder), image_size=32, transforms=steps)
+    assert train[0][0].shape == (3, 20, 20)
+    with pytest.raises(ConfigError, match="does not take data.transforms"):
+        get_dataset("shapes", "train", transforms=steps)
+
+
+def test_transform_typos_and_bad_arguments_are_named():
+    from splitbench.data.transforms import build_transforms
+
+    typo = r"data.transforms\[1\]: unknown transform 'RandomCropp'; did you mean 'RandomCrop'"
+    with pytest.raises(ConfigError, match=typo):
+        build_transforms(["RandomHorizontalFlip", "RandomCropp"])
+    with pytest.raises(ConfigError, match=r"RandomCrop\(sise=3\)"):
+        build_transforms([{"RandomCrop": {"sise": 3}}])
+    with pytest.raises(ConfigError, match="Normalize is not for configs"):
+        build_transforms([{"Normalize": {"mean": [0.5], "std": [0.5]}}])
+
+
+def test_a_config_with_transforms_for_generated_data_fails_at_load():
+    from splitbench.experiment import load_configs
+
+    with pytest.raises(ConfigError, match="'shapes' does not take data.transforms"):
+        load_configs("shapes/teacher.yaml", ["data.transforms={train: [RandomHorizontalFlip]}"])
+    with pytest.raises(ConfigError, match="did you mean 'RandomCrop'"):
+        load_configs("shapes/teacher.yaml", ["data.dataset=imagefolder", "data.transforms={eval: [RandomCropp]}"])

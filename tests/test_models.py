@@ -88,3 +88,23 @@ def test_student_output_shape_and_split_errors():
 def test_count_macs_of_a_conv():
     conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
     assert count_macs(conv, torch.zeros(1, 3, 10, 10)) == 3 * 8 * 9 * 100
+
+
+def test_the_published_bottleneck_is_odd_and_conv_bias_frees_it():
+    """Bias-free convs and GDN/IGDN make the published bottleneck an odd function (f(-x) = -f(x)), which cannot
+    output the positive offset of a post-ReLU split point by itself; ``conv_bias`` adds the biases."""
+    from splitbench.compression.latent_coders import FactorizedPrior
+    from splitbench.models.bottlenecks import gdn_bottleneck
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    for conv_bias in (False, True):
+        bottleneck = gdn_bottleneck((16, 8, 8), 32, FactorizedPrior(4), conv_bias=conv_bias).eval()
+        biases = [m.bias for m in bottleneck.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all((b is not None) == conv_bias for b in biases)
+        with torch.no_grad():
+            for b in biases if conv_bias else ():
+                b.normal_()
+            codec = torch.nn.Sequential(bottleneck.encoder, bottleneck.decoder)
+            odd = torch.allclose(codec(-x), -codec(x), atol=1e-5)
+        assert odd != conv_bias

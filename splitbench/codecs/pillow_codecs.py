@@ -98,11 +98,12 @@ class PillowCodec(ImageCodec):
         return {"codec": self.name, "quality": self.quality, **self.save_options()}
 
 
-@CODECS.register("jpeg", help="JPEG (Pillow/libjpeg-turbo), quality 1-100 (libjpeg scale), 4:2:0; default 75")
+@CODECS.register("jpeg", help="JPEG (Pillow/libjpeg-turbo), quality 0-100 (libjpeg scale; 0 codes as 1), 4:2:0; "
+                             "default 75")
 class JpegCodec(PillowCodec):
     name = "jpeg"
     pil_format = "JPEG"
-    quality_range = (1, 100)
+    quality_range = (0, 100)  # libjpeg's jpeg_set_quality clamps 0 to 1, so a sweep may start at 0 for every codec
 
     def save_options(self) -> dict:
         return {"quality": self.quality, "subsampling": "4:2:0"}

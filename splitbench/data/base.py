@@ -40,6 +40,7 @@ class DatasetRequest:
     seed: int = 0
     download: bool = False
     train_transforms: bool = False
+    transforms: tuple | None = None  # the config's pipeline for this request (train or eval); None: defaults
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class DatasetSpec:
     classes: int | Callable[[str | None], int]
     tasks: tuple[str, ...] = ("classification",)
     task_classes: tuple[tuple[str, int], ...] = ()  # per-task counts where they differ (background included)
+    custom_transforms: bool = False  # takes a config's transform pipeline (real images; not generated data)
 
     def num_classes(self, root: str | None = None, task: str = "classification") -> int:
         per_task = dict(self.task_classes)
@@ -78,6 +80,7 @@ def get_dataset(
     seed: int = 0,
     download: bool = False,
     train_transforms: bool | None = None,
+    transforms: Sequence | None = None,
 ) -> Dataset:
     """Build dataset ``name`` for ``split``; ``train_transforms`` defaults to ``split == "train"``.
 
@@ -93,9 +96,18 @@ def get_dataset(
         raise ConfigError(f"image_size must be at least 8, got {image_size}")
     if num_samples is not None and num_samples < 0:
         raise ConfigError(f"num_samples must be >= 0, got {num_samples}")
+    if transforms is not None:
+        check_takes_transforms(name)
     return spec.build(DatasetRequest(
         split, task, root, image_size, num_samples, seed, download,
-        split == "train" if train_transforms is None else train_transforms))
+        split == "train" if train_transforms is None else train_transforms,
+        None if transforms is None else tuple(transforms)))
+
+
+def check_takes_transforms(name: str) -> None:
+    """Refuse a transform pipeline for a dataset that makes its own images (the generated shapes)."""
+    if not DATASETS.get(name).custom_transforms:
+        raise ConfigError(f"dataset {name!r} does not take data.transforms (it makes its own images); remove them")
 
 
 def list_datasets() -> list[str]:

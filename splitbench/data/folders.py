@@ -16,19 +16,17 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from splitbench.data.base import DatasetNotFoundError, DatasetRequest, DatasetSpec, register_dataset, subset
+from splitbench.data.transforms import build_transforms, default_transforms
 
 FOLDER_LAYOUT = "<root>/<split>/<class>/<image>, e.g. <root>/train/n01440764/n01440764_10026.JPEG"
 DEFAULT_IMAGE_SIZE = 224
-CROP_RATIO = 0.875  # eval resize = size / 0.875, then center crop (the usual ImageNet protocol)
 
 
-def imagenet_transforms(image_size: int, train: bool) -> Callable:
-    """train: RandomResizedCrop + flip; eval: resize to size/0.875 + center crop. No Normalize."""
-    from torchvision import transforms as T
-
-    if train:
-        return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor()])
-    return T.Compose([T.Resize(int(image_size / CROP_RATIO)), T.CenterCrop(image_size), T.ToTensor()])
+def request_transforms(r: DatasetRequest) -> Callable:
+    """The config's pipeline for this request, or the defaults for its image size."""
+    if r.transforms is not None:
+        return build_transforms(r.transforms, f"data.transforms.{'train' if r.train_transforms else 'eval'}")
+    return default_transforms(r.image_size or DEFAULT_IMAGE_SIZE, r.train_transforms)
 
 
 # --- ImageNet-style folders ------------------------------------------------------------------------
@@ -56,9 +54,8 @@ def _build_folder(r: DatasetRequest, *, name: str) -> Dataset:
     from torchvision.datasets import ImageFolder
 
     path = _split_dir(name, r.root, r.split)
-    transform = imagenet_transforms(r.image_size or DEFAULT_IMAGE_SIZE, r.train_transforms)
     try:
-        dataset = ImageFolder(str(path), transform=transform)
+        dataset = ImageFolder(str(path), transform=request_transforms(r))
     except FileNotFoundError as err:  # no class folders, or no images in them
         raise DatasetNotFoundError(f"dataset {name!r}: {err} Expected layout: {FOLDER_LAYOUT}") from err
     return subset(dataset, r.num_samples, r.seed)
@@ -81,6 +78,7 @@ def _register_folder(name: str, splits: tuple[str, ...], help: str) -> None:
         build=partial(_build_folder, name=name),
         splits=splits,
         classes=partial(_folder_classes, name, splits),
+        custom_transforms=True,
     )
     register_dataset(name, spec, help)
 
@@ -123,17 +121,11 @@ def _not_found(name: str, root: str | None, folder: str) -> DatasetNotFoundError
     )
 
 
-def _torchvision_transform(info: _TorchvisionSet, image_size: int | None, train: bool) -> Callable:
-    from torchvision import transforms as T
-
-    if info.native_size is None:
-        return imagenet_transforms(image_size or DEFAULT_IMAGE_SIZE, train)
-    steps: list = []
-    if image_size is not None and image_size != info.native_size:
-        steps.append(T.Resize((image_size, image_size)))
-    if train:
-        steps.append(T.RandomHorizontalFlip())
-    return T.Compose([*steps, T.ToTensor()])
+def _torchvision_transform(info: _TorchvisionSet, r: DatasetRequest) -> Callable:
+    """A fixed-size set (CIFAR, STL) at its own size unless asked otherwise, through the size defaults."""
+    if info.native_size is not None and r.transforms is None:
+        return default_transforms(r.image_size or info.native_size, r.train_transforms)
+    return request_transforms(r)
 
 
 def _build_torchvision(r: DatasetRequest, *, name: str) -> Dataset:
@@ -147,7 +139,7 @@ def _build_torchvision(r: DatasetRequest, *, name: str) -> Dataset:
         dataset = getattr(torchvision.datasets, info.cls_name)(
             str(Path(r.root).expanduser()),
             **split_arg,
-            transform=_torchvision_transform(info, r.image_size, r.train_transforms),
+            transform=_torchvision_transform(info, r),
             download=r.download,
         )
     except RuntimeError as err:
@@ -160,6 +152,7 @@ def _build_torchvision(r: DatasetRequest, *, name: str) -> Dataset:
 for _name, _info in _TORCHVISION_SETS.items():
     register_dataset(
         _name,
-        DatasetSpec(partial(_build_torchvision, name=_name), splits=_info.splits, classes=_info.num_classes),
+        DatasetSpec(partial(_build_torchvision, name=_name), splits=_info.splits, classes=_info.num_classes,
+                    custom_transforms=True),
         f"torchvision {_info.cls_name} ({_info.num_classes} classes; needs root, download=True fetches)",
     )

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from splitbench.compression.latent_coders import FactorizedPrior, LatentCoder, MeanScaleHyperprior, ScaleHyperprior
+from splitbench.config import added_later
 from splitbench.methods.base import BottleneckMethod
 from splitbench.models.builders import BottleneckArgs
 from splitbench.training.recipes import EntropicStudentTraining
@@ -27,6 +28,8 @@ class EntropicStudentArgs(BottleneckArgs):
     hyper_channels: int = Field(16, ge=1, description="channels of the hyper-latent z (shp, mshp)")
     kd_temperature: float = Field(1.0, gt=0)
     kd_weight: float = Field(0.5, ge=0, le=1, description="weight of KL; the task loss gets 1 − kd_weight")
+    distill: list[str] | None = added_later(None, description="the levels stage 1 distils (default, as published: "
+                                                              "every level from the split point on)")
 
     def coder(self) -> LatentCoder:
         if self.variant == "fp":
@@ -39,4 +42,4 @@ class EntropicStudent(BottleneckMethod, name="entropic_student", args=EntropicSt
     """Entropic Student: distilled bottleneck + entropy model (fp, shp, mshp), two training stages."""
 
     def recipe(self, ctx, args: EntropicStudentArgs, model, teacher):
-        return EntropicStudentTraining(model, teacher, args.beta, args.kd_weight, args.kd_temperature)
+        return EntropicStudentTraining(model, teacher, args.beta, args.kd_weight, args.kd_temperature, args.distill)

@@ -36,7 +36,8 @@ def _gdn(simplified: bool) -> type[nn.Module]:
 
 
 def build_encoder(
-    in_channels: int, hidden: Sequence[int], latent_channels: int, simplified_gdn: bool = False
+    in_channels: int, hidden: Sequence[int], latent_channels: int, simplified_gdn: bool = False,
+    conv_bias: bool = False,
 ) -> nn.Sequential:
     """Strided 5×5 convs with GDN (one per halving), then a 2×2 conv to the latent channels."""
     _check_channels(in_channels, hidden, latent_channels)
@@ -44,14 +45,15 @@ def build_encoder(
     layers: list[nn.Module] = []
     channels = in_channels
     for width in hidden:
-        layers += [nn.Conv2d(channels, width, 5, stride=2, padding=2, bias=False), gdn(width)]
+        layers += [nn.Conv2d(channels, width, 5, stride=2, padding=2, bias=conv_bias), gdn(width)]
         channels = width
-    layers.append(nn.Conv2d(channels, latent_channels, 2, stride=1, padding=0, bias=False))
+    layers.append(nn.Conv2d(channels, latent_channels, 2, stride=1, padding=0, bias=conv_bias))
     return nn.Sequential(*layers)
 
 
 def build_decoder(
-    latent_channels: int, hidden: Sequence[int], out_channels: int, simplified_gdn: bool = False
+    latent_channels: int, hidden: Sequence[int], out_channels: int, simplified_gdn: bool = False,
+    conv_bias: bool = False,
 ) -> nn.Sequential:
     """2×2 convs with inverse GDN, paddings alternating 1, 0, 1, …: with an even number of hidden
     layers (the published layout has two) this adds back the pixel the encoder's 2×2 conv removed."""
@@ -60,9 +62,9 @@ def build_decoder(
     layers: list[nn.Module] = []
     channels = latent_channels
     for i, width in enumerate(hidden):
-        layers += [nn.Conv2d(channels, width, 2, padding=1 - i % 2, bias=False), gdn(width, inverse=True)]
+        layers += [nn.Conv2d(channels, width, 2, padding=1 - i % 2, bias=conv_bias), gdn(width, inverse=True)]
         channels = width
-    layers.append(nn.Conv2d(channels, out_channels, 2, padding=1 - len(hidden) % 2, bias=False))
+    layers.append(nn.Conv2d(channels, out_channels, 2, padding=1 - len(hidden) % 2, bias=conv_bias))
     return nn.Sequential(*layers)
 
 
@@ -81,10 +83,15 @@ def strides_for(split_stride: int) -> int:
 
 def gdn_bottleneck(shape: tuple[int, ...], image_size: int, coder: LatentCoder, *,
                    encoder_channels: Sequence[int] | None = None, decoder_channels: Sequence[int] | None = None,
-                   simplified_gdn: bool = False) -> Bottleneck:
+                   simplified_gdn: bool = False, conv_bias: bool = False) -> Bottleneck:
     """g_a → ``coder`` → g_s rebuilding a split point of output ``shape``: the published layout, one strided
     5×5 conv + GDN per halving (widths 96, 48, then 48), a 2×2 conv to the latent; 2×2 convs + IGDN back
-    up (widths 2×, 1× the split point's channels)."""
+    up (widths 2×, 1× the split point's channels).
+
+    The published convs have no bias, and GDN/IGDN are odd functions, so that network is odd in its input
+    (f(−x) = −f(x)); it has to find the offset of a post-ReLU target (mean ≈ 0.6 std here) in the image's
+    own DC. ``conv_bias`` adds the biases: on the embedded data a layer1 autoencoder then reaches a relative
+    MSE of 0.49 in 150 steps where the bias-free one stays at 1.4 (worse than predicting the mean)."""
     if len(shape) != 3:
         raise BottleneckShapeError(f"a learned bottleneck rebuilds a feature map, but the split point outputs {shape}")
     c, _, w = shape
@@ -93,8 +100,8 @@ def gdn_bottleneck(shape: tuple[int, ...], image_size: int, coder: LatentCoder, 
     if len(encoder_channels) != n_strides:
         raise BottleneckShapeError(f"the split point is {n_strides} halvings deep, so encoder_channels needs "
                                    f"{n_strides} entries, got {encoder_channels}")
-    return Bottleneck(build_encoder(3, encoder_channels, coder.channels, simplified_gdn), coder,
-                      build_decoder(coder.channels, list(decoder_channels or [2 * c, c]), c, simplified_gdn))
+    return Bottleneck(build_encoder(3, encoder_channels, coder.channels, simplified_gdn, conv_bias), coder,
+                      build_decoder(coder.channels, list(decoder_channels or [2 * c, c]), c, simplified_gdn, conv_bias))
 
 
 

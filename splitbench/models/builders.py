@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from splitbench.compression.latent_coders import FactorizedPrior, LatentCoder
+from splitbench.config import added_later
 from splitbench.errors import CheckpointError, ConfigError
 from splitbench.models.bottlenecks import Bottleneck, BottleneckShapeError, gdn_bottleneck
 from splitbench.models.heads import ClassificationHead, Head, HeadArgs, strides
@@ -36,6 +37,8 @@ class BottleneckArgs(BaseModel):
     encoder_channels: list[PositiveInt] | None = Field(None, description="default: 96, 48, then 48 per extra stride")
     decoder_channels: list[PositiveInt] | None = Field(None, description="default: 2×, 1× the split point's channels")
     simplified_gdn: bool = Field(False, description="GDN1 (|x|, no square root) as in sc2bench, instead of GDN")
+    conv_bias: bool = added_later(False, description="biases on the bottleneck's convs (published: none; see "
+                                               "gdn_bottleneck for why small datasets want them)")
 
     def coder(self) -> LatentCoder:
         """The latent coder these settings describe (a factorized prior unless a method says otherwise)."""
@@ -79,7 +82,8 @@ def bottleneck_student(teacher: SplitNetwork, args: BottleneckArgs, image_size: 
     """The GDN bottleneck ``args`` describe (with ``coder``, default ``args.coder()``) in a student of ``teacher``."""
     shape = split_shape(teacher, args.split_after, image_size)
     bottleneck = gdn_bottleneck(shape, image_size, coder or args.coder(), encoder_channels=args.encoder_channels,
-                                decoder_channels=args.decoder_channels, simplified_gdn=args.simplified_gdn)
+                                decoder_channels=args.decoder_channels, simplified_gdn=args.simplified_gdn,
+                                conv_bias=args.conv_bias)
     return student(teacher, args.split_after, bottleneck, image_size)
 
 

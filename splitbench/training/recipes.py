@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitbench.compression.latent_coders import bits_per_sample
+from splitbench.errors import ConfigError
 from splitbench.models.images import pad_replicate
 from splitbench.models.network import NetworkOutput, SplitNetwork
 from splitbench.models.neural_codecs import update_coder
@@ -65,11 +66,17 @@ class HeadDistillation(TrainingModule):
 
     stages: tuple[str, ...] = ("bottleneck",)
 
-    def __init__(self, student: SplitNetwork, teacher: SplitNetwork, beta: float | None = None) -> None:
+    def __init__(self, student: SplitNetwork, teacher: SplitNetwork, beta: float | None = None,
+                 levels: Sequence[str] | None = None) -> None:
         super().__init__(student)
         self.teacher = teacher
         self.beta = beta
         self.stage = self.stages[0]
+        self.levels = list(student.trunk.levels if levels is None else levels)
+        unknown = [name for name in self.levels if name not in student.trunk.levels]
+        if unknown or not self.levels:
+            raise ConfigError(f"distillation levels {unknown or self.levels} are not levels of the student's trunk; "
+                              f"it has {', '.join(student.trunk.levels)}")
 
     def set_stage(self, stage: str) -> None:
         self.stage = stage
@@ -87,7 +94,7 @@ class HeadDistillation(TrainingModule):
         with torch.no_grad():
             teacher_features, _ = self.teacher.trunk.features(batch)
         features, likelihoods = self.model.trunk.features(batch)
-        mse = feature_distillation(features, teacher_features, self.model.trunk.levels)
+        mse = feature_distillation(features, teacher_features, self.levels)
         count = len(batch)
         if self.beta is None:
             return {"loss": mse, "mse": mse / count}
@@ -104,8 +111,8 @@ class EntropicStudentTraining(HeadDistillation):
     stages = ("bottleneck", "tail")
 
     def __init__(self, student: SplitNetwork, teacher: SplitNetwork, beta: float, kd_weight: float,
-                 kd_temperature: float) -> None:
-        super().__init__(student, teacher, beta)
+                 kd_temperature: float, levels: Sequence[str] | None = None) -> None:
+        super().__init__(student, teacher, beta, levels)
         self.kd_weight = kd_weight
         self.kd_temperature = kd_temperature
 
