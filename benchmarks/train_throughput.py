@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed steps per stage")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="an override for every student config")
+    parser.add_argument("--layouts", default="contiguous,channels_last",
+                        help="memory layouts to compare (the trainer uses channels_last)")
     args = parser.parse_args()
 
     import torch
@@ -77,25 +79,37 @@ def main() -> None:
         loader = DataLoader(dataset, batch_size=d.batch_size, collate_fn=config.task_spec.collate)
         return config, module, teacher, list(loader)
 
-    rows = []
+    from splitbench.training.trainer import channels_last
+
+    rates: dict[tuple[str, str], float] = {}
     cases = [("teacher", "shapes/teacher.yaml", ()),
-             ("entropic_student", "shapes/entropic_student.yaml", ["method_args.beta=0.01", *args.set]),
+             ("entropic_student", "shapes/entropic_student.yaml", ["method_args.beta=0.02", *args.set]),
              ("end_to_end", "shapes/end_to_end.yaml", ["method_args.beta=1.0e-4", *args.set]),
              ("detection teacher", "shapes/detection/teacher.yaml", ["backbone.init_run=null"])]
+    layouts = args.layouts.split(",")
     for label, name, overrides in cases:
         config, module, teacher, batches = stages_of(name, overrides)
         for stage in config.method_spec.stages:
-            ms = measure(module, stage, batches, args.warmup, teacher.trunk.features if teacher else None)
-            step = ms["forward"] + ms["backward"] + ms["optimizer"]
-            rate = config.data.batch_size / step
-            rows.append((f"{label} {stage}" if len(config.method_spec.stages) > 1 else label, rate))
-            print(f"{rows[-1][0]:32s} {rate:7.1f} images/s  ms/step: forward {1000 * ms['forward']:.0f} "
-                  f"(frozen teacher's features {1000 * ms['teacher']:.0f})  backward {1000 * ms['backward']:.0f}  "
-                  f"optimizer {1000 * ms['optimizer']:.0f}  batch {config.data.batch_size}")
-    rates = dict(rows)
-    print(f"torch threads {torch.get_num_threads()}; Entropic Student stage 1 at "
-          f"{rates['entropic_student bottleneck'] / rates['teacher']:.2f}x and stage 2 at "
-          f"{rates['entropic_student tail'] / rates['teacher']:.2f}x the teacher's training speed")
+            row = f"{label} {stage}" if len(config.method_spec.stages) > 1 else label
+            for layout in layouts:  # alternated per stage, so machine noise hits both alike
+                last = layout == "channels_last"
+                module.to(memory_format=torch.channels_last if last else torch.contiguous_format)
+                data = [(channels_last(x) if last else x, y) for x, y in batches]
+                ms = measure(module, stage, data, args.warmup, teacher.trunk.features if teacher else None)
+                step = ms["forward"] + ms["backward"] + ms["optimizer"]
+                rates[row, layout] = config.data.batch_size / step
+                print(f"{row:30s} {layout:14s} {rates[row, layout]:7.1f} images/s  ms/step: forward "
+                      f"{1000 * ms['forward']:.0f} (frozen teacher's features {1000 * ms['teacher']:.0f})  backward "
+                      f"{1000 * ms['backward']:.0f}  optimizer {1000 * ms['optimizer']:.0f}  "
+                      f"batch {config.data.batch_size}")
+    best = layouts[-1]
+    if len(layouts) > 1:
+        rows = sorted({row for row, _ in rates}, key=list(dict.fromkeys(r for r, _ in rates)).index)
+        print("speed-up of " + best + " over " + layouts[0] + ": " + ", ".join(
+            f"{row} {rates[row, best] / rates[row, layouts[0]]:.2f}x" for row in rows))
+    print(f"torch threads {torch.get_num_threads()}; {best}: Entropic Student stage 1 at "
+          f"{rates['entropic_student bottleneck', best] / rates['teacher', best]:.2f}x and stage 2 at "
+          f"{rates['entropic_student tail', best] / rates['teacher', best]:.2f}x the teacher's training speed")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", type=Path, help="results.jsonl files (merged)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--metric", help="metric to plot (default: the task's, e.g. top1)")
-    p.add_argument("--anchor", help="curve to compute BD-rate against (default: JPEG)")
+    p.add_argument("--anchor", action="append", help="curve to compute BD-rate against (default: JPEG); repeat "
+                                                     "for one table per anchor (--anchor jpeg --anchor webp)")
     p.add_argument("--log-x", action="store_true", help="log-scale data size axis")
     p.set_defaults(func=cmd_report)
 

@@ -138,6 +138,8 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(0, ge=0, description="steps between mid-epoch checkpoints; 0 = per epoch")
     max_steps_per_epoch: int | None = Field(None, ge=1)
     log_every: int = Field(50, ge=1)
+    channels_last: bool = added_later(True, description="train in channels-last layout where batches are image "
+                                                        "tensors (faster convolutions; weights equal to rounding)")
 
 
 class EvalConfig(Strict):

@@ -38,9 +38,9 @@ from splitbench.training.trainer import TrainOptions, fit
 log = logging.getLogger("splitbench")
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
-# Settings that change how a run is executed or evaluated, not the weights it produces.
+# Settings that change how a run is executed or evaluated, not the weights it produces (beyond float rounding).
 NOT_TRAINING = ("eval", "data.val_samples", "data.workers", "train.device", "train.log_every",
-                "train.checkpoint_every")
+                "train.checkpoint_every", "train.channels_last")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -210,7 +210,8 @@ class Run:
                 batch_size=config.data.batch_size, workers=config.data.workers, seed=config.train.seed,
                 amp=config.train.amp, checkpoint_every=config.train.checkpoint_every,
                 max_steps_per_epoch=config.train.max_steps_per_epoch, log_every=config.train.log_every,
-                progress=progress, stop_after_steps=stop_after_steps, collate_fn=config.task_spec.collate)
+                progress=progress, stop_after_steps=stop_after_steps, collate_fn=config.task_spec.collate,
+                channels_last=config.train.channels_last)
             fit(module, stages, dataset, self.folder, options, device, info, resume=resume)
             rank_dir = os.environ.get("SPLITBENCH_RANK_WEIGHTS_DIR")  # lets tests compare DDP replicas
             if rank_dir:

@@ -207,10 +207,16 @@ def test_unknown_codec_lists_known_ones():
     assert isinstance(info.value, KeyError)
 
 
+def test_jpeg_quality_zero_is_libjpegs_lowest_quality(photos):
+    """libjpeg clamps quality 0 to 1, so a sweep can start every codec at 0: the same bytes as quality 1."""
+    assert get_codec("jpeg", 0).encode(photos[0]) == get_codec("jpeg", 1).encode(photos[0])
+    assert get_codec("jpeg", 0).encode(photos[0]) != get_codec("jpeg", 5).encode(photos[0])
+
+
 @pytest.mark.parametrize(
     ("name", "quality"),
     [
-        ("jpeg", 0),
+        ("jpeg", -1),
         ("jpeg", 101),
         ("webp", -1),
         ("hevc", 52),

@@ -97,3 +97,20 @@ def test_ddp_on_two_cpu_processes_keeps_replicas_identical(tmp_path):
     torch.manual_seed(0)
     initial = get_backbone("resnet10n", 10).state_dict()
     assert not torch.equal(initial["stages.stem.0.weight"], rank0["trunk.stages.stem.0.weight"])
+
+
+def test_channels_last_training_saves_contiguous_weights_equal_to_rounding(tmp_path, trained_teacher):
+    """The trainer's channels-last layout is a speed setting: the student it trains matches the one trained in
+    the default layout to float rounding, and what it saves is in the default layout."""
+    weights = {}
+    for layout in (True, False):
+        folder = tmp_path / str(layout)
+        shutil.copytree(trained_teacher, folder)
+        config = validate(tiny_raw("entropic_student", train={"channels_last": layout}))
+        weights[layout] = read_weights(train_experiment(config, folder, progress=False))
+    assert weights[True].keys() == weights[False].keys()
+    assert all(t.is_contiguous() for t in weights[True].values())
+    floats = [name for name, tensor in weights[True].items() if tensor.is_floating_point()]
+    assert len(floats) > 20  # (the coder's integer tables follow from these)
+    for name in floats:
+        assert torch.allclose(weights[True][name], weights[False][name], rtol=1e-3, atol=1e-4), name

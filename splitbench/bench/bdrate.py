@@ -130,15 +130,22 @@ def bd_table(
     curves: dict[CurveKey, list[dict]],
     metrics: dict[str, str],
     labels: dict[CurveKey, str],
-    anchor: str | None = None,
+    anchor: str | Sequence[str] | None = None,
     *,
     min_overlap: float = 0.0,
 ) -> list[BDResult]:
-    """BD of every curve against the anchor of its own (task, dataset, split).
+    """BD of every curve against the anchor of its own (task, dataset, split); with several anchors (e.g.
+    ``["jpeg", "webp"]``), against each in turn.
 
     ``metrics`` maps task → metric. Where a group has several anchor curves (e.g. JPEG with two
     backbones) the one with the curve's backbone is used; otherwise the cell says it is ambiguous.
     """
+    names = [anchor] if anchor is None or isinstance(anchor, str) else list(anchor)
+    return [row for name in names for row in _bd_rows(curves, metrics, labels, name, min_overlap)]
+
+
+def _bd_rows(curves: dict[CurveKey, list[dict]], metrics: dict[str, str], labels: dict[CurveKey, str],
+             anchor: str | None, min_overlap: float) -> list[BDResult]:
     anchors = find_anchor(list(curves), labels, anchor)
     rows: list[BDResult] = []
     for key, records in curves.items():

@@ -85,14 +85,15 @@ def write_report(
     out_dir: Path,
     *,
     metric: str | None = None,
-    anchor: str | None = None,
+    anchor: str | Sequence[str] | None = None,
     log_x: bool = False,
     title: str | None = None,
 ) -> dict[str, Path]:
     """Write the report of ``records`` into ``out_dir``; returns file name → path of every file written.
 
     ``metric`` overrides the task default (top1 / map / miou) for the tasks whose records have it;
-    ``anchor`` is a curve label or ``method:variant`` (default: the JPEG input codec, if present).
+    ``anchor`` is a curve label or ``method:variant``, or a list of them for one BD table against each
+    (default: the JPEG input codec, if present).
     Re-runs of a point are collapsed to the latest successful record (see ``latest_records``).
     """
     if not records:
@@ -152,7 +153,8 @@ def write_report(
             bd_md += [markdown_table(headers, cells, BD_NUMERIC)]
             bd_tex += [f"% {_heading(group)}: {m}", latex_table(headers, cells, BD_NUMERIC)]
         else:
-            why = f"anchor {anchor!r} has no curve here" if anchor else "no JPEG input-codec curve as anchor"
+            named = anchor if anchor is None or isinstance(anchor, str) else ", ".join(anchor)
+            why = f"anchor {named!r} has no curve here" if named else "no JPEG input-codec curve as anchor"
             md += [f"No BD-rate: {why}.", ""]
             bd_md += [f"No BD-rate: {why}.", ""]
             bd_tex += [f"% {_heading(group)}: no BD-rate ({why})", ""]

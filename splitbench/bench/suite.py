@@ -84,7 +84,7 @@ class SuiteEntry(Strict):
 class ReportOptions(Strict):
     title: str | None = None
     metric: str | None = None
-    anchor: str | None = None
+    anchor: str | list[str] | None = Field(None, description="BD-rate anchor curve(s); default JPEG")
     log_x: bool = False
 
 
