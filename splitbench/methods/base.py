@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from splitbench.config import added_later  # noqa: F401  (methods declare their late fields with it)
 from splitbench.errors import ConfigError
 from splitbench.models.backbones import get_backbone
 from splitbench.models.builders import bottleneck_student, unsplit_network

@@ -14,8 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from splitbench.compression.latent_coders import FactorizedPrior, LatentCoder, MeanScaleHyperprior, ScaleHyperprior
-from splitbench.config import added_later
-from splitbench.methods.base import BottleneckMethod
+from splitbench.methods.base import BottleneckMethod, added_later
 from splitbench.models.builders import BottleneckArgs
 from splitbench.training.recipes import EntropicStudentTraining
 
