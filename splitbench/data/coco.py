@@ -16,8 +16,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from splitbench.data import base
-from splitbench.data.base import DatasetNotFoundError, DatasetRequest, DatasetSpec, register_dataset, subset
+from splitbench.data.base import (
+    DatasetNotFoundError,
+    DatasetRequest,
+    DatasetSpec,
+    pil_to_float,
+    register_dataset,
+    shorter_side_size,
+    subset,
+)
 from splitbench.data.voc import CocoVOCMasks
 
 SPLITS = ("train", "val")
@@ -84,14 +91,14 @@ class CocoDetection(Dataset):
         width, height = image.size
         target = self._annotations(image_id, width, height)
         if self.image_size is not None:
-            new_w, new_h = base.shorter_side_size(width, height, self.image_size)
+            new_w, new_h = shorter_side_size(width, height, self.image_size)
             if (new_w, new_h) != (width, height):
                 image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
                 sx, sy = new_w / width, new_h / height
                 target["boxes"] *= torch.tensor([sx, sy, sx, sy])
                 target["area"] *= sx * sy
                 width = new_w
-        tensor = base.pil_to_float(image)
+        tensor = pil_to_float(image)
         if self.train and torch.rand(()) < 0.5:
             tensor = tensor.flip(-1)
             mirror = torch.tensor([-1.0, 1.0, -1.0, 1.0]), torch.tensor([float(width), 0.0, float(width), 0.0])

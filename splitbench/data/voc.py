@@ -16,8 +16,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from splitbench.data import base
-from splitbench.data.base import DatasetNotFoundError, DatasetRequest, DatasetSpec, register_dataset, subset
+from splitbench.data.base import (
+    DatasetNotFoundError,
+    DatasetRequest,
+    DatasetSpec,
+    pil_to_float,
+    register_dataset,
+    shorter_side_size,
+    subset,
+)
 
 SPLITS = ("train", "val")
 CLASSES = (
@@ -97,8 +104,8 @@ class VOCSegmentation(Dataset):
     def _train_transform(self, image: Image.Image, mask: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         crop = self.image_size or DEFAULT_CROP
         shorter = round(crop * float(torch.empty(()).uniform_(*SCALE_RANGE)))
-        image, mask = _resize(image, mask, base.shorter_side_size(*image.size, shorter))
-        tensor, target = base.pil_to_float(image), torch.from_numpy(np.array(mask, dtype=np.int64))
+        image, mask = _resize(image, mask, shorter_side_size(*image.size, shorter))
+        tensor, target = pil_to_float(image), torch.from_numpy(np.array(mask, dtype=np.int64))
         height, width = target.shape
         pad_h, pad_w = max(crop - height, 0), max(crop - width, 0)
         if pad_h or pad_w:
@@ -119,8 +126,8 @@ class VOCSegmentation(Dataset):
         if self.train:
             return self._train_transform(image, mask)
         if self.image_size is not None:
-            image, mask = _resize(image, mask, base.shorter_side_size(*image.size, self.image_size))
-        return base.pil_to_float(image), torch.from_numpy(np.array(mask, dtype=np.int64))
+            image, mask = _resize(image, mask, shorter_side_size(*image.size, self.image_size))
+        return pil_to_float(image), torch.from_numpy(np.array(mask, dtype=np.int64))
 
     def __repr__(self) -> str:
         return f"VOCSegmentation(n={len(self)}, image_size={self.image_size}, train={self.train})"
