@@ -65,6 +65,8 @@ def identity_dump(model: BaseModel) -> dict[str, Any]:
             del data[name]
         elif isinstance(value, BaseModel):
             data[name] = identity_dump(value)
+        elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+            data[name] = [identity_dump(v) for v in value]  # e.g. train.stages
     return data
 
 
@@ -119,8 +121,11 @@ class OptimizerConfig(Strict):
 
 class SchedulerConfig(Strict):
     name: Literal["none", "multistep", "cosine"] = "none"
-    milestones: list[int] = []
+    milestones: list[int] = Field([], description="epochs (interval epoch) or steps (interval step) of the stage")
     gamma: float = Field(0.1, gt=0)
+    interval: Literal["epoch", "step"] = added_later(
+        "epoch", description="when the schedule advances: per epoch, or per step (a stage of one epoch decays "
+                             "only per step)")
 
 
 class StageConfig(Strict):

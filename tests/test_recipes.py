@@ -129,3 +129,33 @@ def test_stage_one_distils_only_the_levels_asked_for(recipes_out):
             recipe("es-layer4", recipes_out)
     finally:
         del CASES["es-layer4"]
+
+
+@pytest.mark.parametrize("case", ["entropic_student", "end_to_end"])
+def test_rate_warmup_ramps_beta_from_zero_over_its_fraction_of_the_stage(case, recipes_out):
+    """``method_args.rate_warmup``: at the stage's start the loss carries no rate term, half-way through the
+    ramp half of it, after the ramp all of it (the trainer sets ``progress`` before every step)."""
+    method, args, task, stages = CASES[case]
+    CASES["warm"] = (method, {**args, "rate_warmup": 0.5}, task, stages)
+    try:
+        _, run, module, _ = recipe("warm", recipes_out)
+    finally:
+        del CASES["warm"]
+    images, targets = batch(run)
+    module.set_stage(module.stages[0])
+    module.eval()
+
+    def loss_and_bits(progress: float) -> tuple[float, float]:
+        module.progress = progress
+        torch.manual_seed(0)
+        with torch.no_grad():
+            logs = module(images, targets)
+        return float(logs["loss"]), float(logs["bytes"]) * 8
+
+    no_rate, bits = loss_and_bits(0.0)
+    half, _ = loss_and_bits(0.25)
+    full, _ = loss_and_bits(0.5)
+    assert full == pytest.approx(loss_and_bits(1.0)[0], rel=1e-6)
+    per_batch = len(images) if case == "entropic_student" else 1  # ES: bits summed over the batch; E2E: mean
+    assert full - no_rate == pytest.approx(args["beta"] * bits * per_batch, rel=1e-3)
+    assert half - no_rate == pytest.approx(0.5 * (full - no_rate), rel=1e-3)

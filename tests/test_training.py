@@ -1,3 +1,4 @@
+import math
 import os
 import shutil
 import subprocess
@@ -7,6 +8,7 @@ import pytest
 import torch
 from conftest import tiny_raw
 
+from splitbench.config import identity_dump
 from splitbench.errors import CheckpointError, SplitbenchError
 from splitbench.experiment import validate
 from splitbench.runs import WEIGHTS, train_experiment
@@ -114,3 +116,24 @@ def test_channels_last_training_saves_contiguous_weights_equal_to_rounding(tmp_p
     assert len(floats) > 20  # (the coder's integer tables follow from these)
     for name in floats:
         assert torch.allclose(weights[True][name], weights[False][name], rtol=1e-3, atol=1e-4), name
+
+
+def test_a_per_step_cosine_schedule_decays_within_one_epoch_and_resumes_on_the_same_curve(tmp_path):
+    """``scheduler.interval: step``: a one-epoch stage's learning rate follows the cosine over its steps (the
+    per-epoch schedule would not move in one epoch), and a run cut mid-epoch resumes on the same curve."""
+    stage = {"name": "train", "epochs": 1, "optimizer": {"name": "adam", "lr": 1e-3},
+             "scheduler": {"name": "cosine", "interval": "step"}}
+    config = validate(tiny_raw(train={"stages": [stage], "checkpoint_every": 2}))
+    assert "interval" in identity_dump(config)["train"]["stages"][0]["scheduler"]
+    per_epoch = validate(tiny_raw(train={"stages": [{**stage, "scheduler": {"name": "cosine"}}]}))
+    assert "interval" not in identity_dump(per_epoch)["train"]["stages"][0]["scheduler"]  # added later
+    full = train_experiment(config, tmp_path / "full", progress=False)
+    with pytest.raises(StopTraining):
+        train_experiment(config, tmp_path / "cut", progress=False, stop_after_steps=3)
+    state = load_checkpoint(tmp_path / "cut" / config.run_name() / "checkpoint.pt")
+    steps = state["position"]["step"]
+    expected = 1e-3 * 0.5 * (1 + math.cos(math.pi * steps / state["scheduler"]["T_max"]))
+    assert 0 < steps < state["scheduler"]["T_max"]
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected)
+    resumed = train_experiment(config, tmp_path / "cut", progress=False, resume=True)
+    assert same_weights(read_weights(full), read_weights(resumed))

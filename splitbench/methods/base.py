@@ -34,11 +34,15 @@ class MethodArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+RATE_WARMUP = "fraction of the rate-trained stage over which beta ramps up linearly from 0 (0: none)"
+
+
 class RateArgs(MethodArgs):
     """The rate weight of End-to-End and EB fine-tuning: β multiplies the mean bits per image (bits summed
     over the batch / batch size), sc2bench's ``BppLoss(reduction='batchmean')``."""
 
     beta: float = Field(gt=0, description="weight of the mean bits per image (bits summed over the batch / batch size)")
+    rate_warmup: float = added_later(0.0, ge=0, le=1, description=RATE_WARMUP)
 
 
 @dataclass

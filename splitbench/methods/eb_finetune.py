@@ -25,4 +25,4 @@ class EBFinetune(Method, name="eb_finetune", args=EBFinetuneArgs, stages=("train
         return student(teacher, args.split_after, bottleneck, ctx.image_size)
 
     def recipe(self, ctx, args: EBFinetuneArgs, model, teacher):
-        return TaskRateTraining(model, args.beta)
+        return TaskRateTraining(model, args.beta, args.rate_warmup)

@@ -20,4 +20,4 @@ class EndToEnd(BottleneckMethod, name="end_to_end", args=EndToEndArgs, stages=("
     """End-to-End: factorized-prior bottleneck and the whole network trained with the task loss + β·bits per image."""
 
     def recipe(self, ctx, args: EndToEndArgs, model, teacher):
-        return TaskRateTraining(model, args.beta)
+        return TaskRateTraining(model, args.beta, args.rate_warmup)

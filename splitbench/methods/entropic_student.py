@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from splitbench.compression.latent_coders import FactorizedPrior, LatentCoder, MeanScaleHyperprior, ScaleHyperprior
-from splitbench.methods.base import BottleneckMethod, added_later
+from splitbench.methods.base import RATE_WARMUP, BottleneckMethod, added_later
 from splitbench.models.builders import BottleneckArgs
 from splitbench.training.recipes import EntropicStudentTraining
 
@@ -29,6 +29,7 @@ class EntropicStudentArgs(BottleneckArgs):
     kd_weight: float = Field(0.5, ge=0, le=1, description="weight of KL; the task loss gets 1 − kd_weight")
     distill: list[str] | None = added_later(None, description="the levels stage 1 distils (default, as published: "
                                                               "every level from the split point on)")
+    rate_warmup: float = added_later(0.0, ge=0, le=1, description=RATE_WARMUP + ", in stage 1")
 
     def coder(self) -> LatentCoder:
         if self.variant == "fp":
@@ -41,4 +42,5 @@ class EntropicStudent(BottleneckMethod, name="entropic_student", args=EntropicSt
     """Entropic Student: distilled bottleneck + entropy model (fp, shp, mshp), two training stages."""
 
     def recipe(self, ctx, args: EntropicStudentArgs, model, teacher):
-        return EntropicStudentTraining(model, teacher, args.beta, args.kd_weight, args.kd_temperature, args.distill)
+        return EntropicStudentTraining(model, teacher, args.beta, args.kd_weight, args.kd_temperature, args.distill,
+                                       args.rate_warmup)

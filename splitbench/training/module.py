@@ -9,6 +9,11 @@ from torch import nn
 from splitbench.compression.latent_coders import entropy_parameters
 
 
+def ramp(value: float, warmup: float, progress: float) -> float:
+    """``value`` scaled linearly from 0 to 1 over the first ``warmup`` fraction of a stage (0: no ramp)."""
+    return value if warmup <= 0 else value * min(1.0, progress / warmup)
+
+
 def set_trainable(module: nn.Module, trainable: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(trainable)
@@ -29,6 +34,9 @@ class TrainingModule(nn.Module):
         super().__init__()
         self.model = model
         self._frozen: list[nn.Module] = []
+        # Fraction of the current stage already done (0 at its first step), set by the trainer before
+        # every step from its position, so a resumed run sees the same value as an uninterrupted one.
+        self.progress = 0.0
 
     def set_stage(self, stage: str) -> None:
         """Mark what trains in ``stage``: call :meth:`freeze`/:meth:`unfreeze`."""

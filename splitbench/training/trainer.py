@@ -110,12 +110,15 @@ def _optimizer(cfg: StageConfig, params: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def _scheduler(cfg: StageConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+def _scheduler(cfg: StageConfig, optimizer: torch.optim.Optimizer,
+               steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The stage's schedule, counted in epochs or, with ``interval: step``, in optimizer steps."""
     s = cfg.scheduler
     if s.name == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, s.milestones, s.gamma)
     if s.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        length = cfg.epochs * (steps_per_epoch if s.interval == "step" else 1)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=length)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
@@ -185,7 +188,8 @@ def fit(
         if info.enabled:
             net = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
         optimizer = _optimizer(stage, params)
-        scheduler = _scheduler(stage, optimizer)
+        scheduler = _scheduler(stage, optimizer, steps_per_epoch)
+        per_step = stage.scheduler.interval == "step"
         if state is not None and state.get("optimizer") is not None:  # resuming inside this stage
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -215,6 +219,7 @@ def fit(
                     break
                 images, targets = to_device(images, device), to_device(targets, device)
                 images = layout.batch(images)
+                module.progress = (epoch * steps_per_epoch + position.step) / (stage.epochs * steps_per_epoch)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     out = net(images, targets)
                 loss = out["loss"]
@@ -224,6 +229,8 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if per_step:
+                    scheduler.step()
                 position.step += 1
                 position.global_step += 1
                 ran += 1
@@ -240,7 +247,8 @@ def fit(
                     raise StopTraining(position.global_step)
             bar.close()
             average_buffers(module.model, info)
-            scheduler.step()
+            if not per_step:
+                scheduler.step()
             elapsed = time.perf_counter() - start
             means = {k: v / max(1, ran) for k, v in sums.items()}
             if info.is_main:
