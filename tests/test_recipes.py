@@ -102,16 +102,17 @@ def test_each_stage_trains_what_the_recipe_says_and_lowers_its_loss(case, recipe
         module.end_stage(stage)
 
 
-def test_stage_one_distils_only_the_levels_asked_for(recipes_out):
-    """``distill`` picks the teacher levels of stage 1's MSE: the loss is that level's summed MSE plus the rate
-    term, and a level the trunk does not have is named in a config error."""
+@pytest.mark.parametrize("case", ["entropic_student", "cr_bq"])
+def test_stage_one_distils_only_the_levels_asked_for(case, recipes_out):
+    """``distill`` picks the teacher levels of the head-distillation stage: the loss is that level's summed MSE
+    (plus the rate term where there is one), and a level the trunk does not have is named in a config error."""
     from splitbench.errors import ConfigError
     from splitbench.training.losses import feature_distillation, rate_bits
 
-    CASES["es-layer4"] = ("entropic_student", {"beta": 0.1, "channels": 8, "distill": ["layer4"]},
-                          "classification", ES)
+    method, args, task, stages = CASES[case]
+    CASES["layer4"] = (method, {**args, "distill": ["layer4"]}, task, stages)
     try:
-        _, run, module, _ = recipe("es-layer4", recipes_out)
+        _, run, module, _ = recipe("layer4", recipes_out)
         images, targets = batch(run)
         module.set_stage("bottleneck")
         module.eval()
@@ -121,14 +122,15 @@ def test_stage_one_distils_only_the_levels_asked_for(recipes_out):
             teacher, _ = module.teacher.trunk.features(images)
             torch.manual_seed(0)
             student, likelihoods = module.model.trunk.features(images)
-        expected = feature_distillation(student, teacher, ["layer4"]) + 0.1 * rate_bits(likelihoods, "sum")
-        expected = expected + module.model.trunk.coder.aux_loss()
+        expected = feature_distillation(student, teacher, ["layer4"])
+        if module.beta is not None:
+            expected = expected + args["beta"] * rate_bits(likelihoods, "sum") + module.model.trunk.coder.aux_loss()
         assert torch.allclose(logs["loss"], expected, rtol=1e-5)
-        CASES["es-layer4"][1]["distill"] = ["layer5"]
+        CASES["layer4"][1]["distill"] = ["layer5"]
         with pytest.raises(ConfigError, match=r"\['layer5'\] are not levels of the student's trunk; it has layer1"):
-            recipe("es-layer4", recipes_out)
+            recipe("layer4", recipes_out)
     finally:
-        del CASES["es-layer4"]
+        del CASES["layer4"]
 
 
 @pytest.mark.parametrize("case", ["entropic_student", "end_to_end"])

@@ -34,6 +34,13 @@ class MethodArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DistillArgs(MethodArgs):
+    """The teacher levels a head-distillation stage matches (Entropic Student's stage 1, CR+BQ)."""
+
+    distill: list[str] | None = added_later(None, description="the levels stage 1 distils (default, as published: "
+                                                              "every level from the split point on)")
+
+
 RATE_WARMUP = "fraction of the rate-trained stage over which beta ramps up linearly from 0 (0: none)"
 
 

@@ -14,13 +14,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from splitbench.compression.latent_coders import Quantize8Bit
-from splitbench.methods.base import BottleneckMethod
+from splitbench.methods.base import BottleneckMethod, DistillArgs
 from splitbench.models.bottlenecks import build_larger_resnet_bottleneck
 from splitbench.models.builders import BottleneckArgs, split_shape, student
 from splitbench.training.recipes import HeadDistillation
 
 
-class CRBQArgs(BottleneckArgs):
+class CRBQArgs(BottleneckArgs, DistillArgs):
     channels: int = Field(12, ge=1, description="bottleneck channels (1-12 as published)")
     architecture: Literal["gdn", "larger_resnet"] = Field(
         "gdn", description="gdn: the Entropic Student's GDN bottleneck; larger_resnet: sc2bench's CR+BQ "
@@ -55,4 +55,4 @@ class CRBQ(BottleneckMethod, name="cr_bq", args=CRBQArgs, stages=("bottleneck",)
         return student(teacher, args.split_after, bottleneck, ctx.image_size)
 
     def recipe(self, ctx, args, model, teacher):
-        return HeadDistillation(model, teacher)
+        return HeadDistillation(model, teacher, levels=args.distill)

@@ -14,21 +14,19 @@ from typing import Literal
 from pydantic import Field
 
 from splitbench.compression.latent_coders import FactorizedPrior, LatentCoder, MeanScaleHyperprior, ScaleHyperprior
-from splitbench.methods.base import RATE_WARMUP, BottleneckMethod, added_later
+from splitbench.methods.base import RATE_WARMUP, BottleneckMethod, DistillArgs, added_later
 from splitbench.models.builders import BottleneckArgs
 from splitbench.training.recipes import EntropicStudentTraining
 
 CODERS = {"shp": ScaleHyperprior, "mshp": MeanScaleHyperprior}
 
 
-class EntropicStudentArgs(BottleneckArgs):
+class EntropicStudentArgs(BottleneckArgs, DistillArgs):
     variant: Literal["fp", "shp", "mshp"] = "fp"
     beta: float = Field(gt=0, description="rate weight on bits (y + z) summed over the batch")
     hyper_channels: int = Field(16, ge=1, description="channels of the hyper-latent z (shp, mshp)")
     kd_temperature: float = Field(1.0, gt=0)
     kd_weight: float = Field(0.5, ge=0, le=1, description="weight of KL; the task loss gets 1 − kd_weight")
-    distill: list[str] | None = added_later(None, description="the levels stage 1 distils (default, as published: "
-                                                              "every level from the split point on)")
     rate_warmup: float = added_later(0.0, ge=0, le=1, description=RATE_WARMUP + ", in stage 1")
 
     def coder(self) -> LatentCoder:
