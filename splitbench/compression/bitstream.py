@@ -3,7 +3,7 @@
 Layout (all integers unsigned LEB128 varints unless noted)::
 
     byte 0      0xB0 | version                     (magic in the high nibble)
-    byte 1      ndim (bits 0-2) | (nsegments-1) << 3   (bits 5-7 must be zero)
+    byte 1      ndim (bits 0-2) | (nsegments-1) << 3 | backend << 5
     dims        ndim varints, each in [1, MAX_DIM]
     lengths     nsegments-1 varints (the last segment runs to the end)
     crc         2 bytes, CRC-CCITT over everything else (header and payload)
@@ -12,17 +12,28 @@ Layout (all integers unsigned LEB128 varints unless noted)::
 A 2-D latent smaller than 128×128 with one segment costs 6 bytes of header. The CRC is what
 lets a parser reject a truncated or corrupted payload *before* it reaches a C++ entropy decoder,
 which would otherwise decode garbage silently (or read past the buffer).
+
+The **backend** is the entropy coder that wrote the segments, so a server decodes each stream with
+the coder that wrote it (:data:`BACKENDS`): 0 ``compressai`` (CompressAI's rANS; also the 8-bit
+quantizer's fixed-length code, which no entropy coder touches), 1 ``constriction`` (constriction's
+range coder over the same 16-bit tables: the torch-free device, :mod:`splitbench.runtime.device`).
+Version 1 has no backend field (bits 5-7 must be zero): it is backend 0, and a backend-0 stream is
+still written as version 1, byte for byte as before. Version 2 puts the backend in bits 5-7, so a
+stream costs the same header bytes whichever coder wrote it.
 """
 
 from __future__ import annotations
 
 import binascii
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from splitbench.errors import SplitbenchError
 
 MAGIC = 0xB0
-VERSION = 1
+VERSION = 2  # the newest this reader parses; pack writes the lowest that can say what a stream holds
+BACKENDS = ("compressai", "constriction")  # index = the backend id in the header
+DEFAULT_BACKEND = BACKENDS[0]
 MAX_NDIM = 7
 MAX_SEGMENTS = 4
 MAX_DIM = 65535
@@ -38,6 +49,7 @@ class BitstreamError(SplitbenchError, ValueError):
 class Bitstream:
     shape: tuple[int, ...]
     segments: tuple[bytes, ...]
+    backend: str = DEFAULT_BACKEND
 
 
 def _put_varint(out: bytearray, value: int) -> None:
@@ -64,8 +76,13 @@ def _get_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
     raise BitstreamError(f"corrupt bitstream: {what} is longer than {MAX_VARINT_BYTES} bytes")
 
 
-def pack(shape: tuple[int, ...] | list[int], segments: list[bytes] | tuple[bytes, ...]) -> bytes:
-    """Wrap ``segments`` (e.g. entropy-coded strings of y and z) and a latent ``shape`` into one bitstream."""
+def pack(shape: tuple[int, ...] | list[int], segments: list[bytes] | tuple[bytes, ...],
+         backend: str = DEFAULT_BACKEND) -> bytes:
+    """Wrap ``segments`` (e.g. entropy-coded strings of y and z), a ``shape`` and the ``backend`` that coded them
+    into one bitstream (version 1 for the default backend, version 2 otherwise)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    backend_id = BACKENDS.index(backend)
     shape = tuple(int(d) for d in shape)
     if len(shape) > MAX_NDIM:
         raise ValueError(f"at most {MAX_NDIM} dims, got {len(shape)}")
@@ -73,7 +90,8 @@ def pack(shape: tuple[int, ...] | list[int], segments: list[bytes] | tuple[bytes
         raise ValueError(f"dims must be in [1, {MAX_DIM}], got {shape}")
     if not 1 <= len(segments) <= MAX_SEGMENTS:
         raise ValueError(f"1 to {MAX_SEGMENTS} segments, got {len(segments)}")
-    header = bytearray((MAGIC | VERSION, len(shape) | (len(segments) - 1) << 3))
+    version = 2 if backend_id else 1
+    header = bytearray((MAGIC | version, len(shape) | (len(segments) - 1) << 3 | backend_id << 5))
     for d in shape:
         _put_varint(header, d)
     for segment in segments[:-1]:
@@ -90,11 +108,13 @@ def unpack(
     num_segments: int | None = None,
     max_elements: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    backends: Collection[str] | None = (DEFAULT_BACKEND,),
 ) -> Bitstream:
     """Parse and validate a bitstream; anything malformed raises :class:`BitstreamError`.
 
-    ``ndim``/``num_segments`` pin what the receiving model expects, and ``max_elements`` bounds
-    the latent size, so no allocation downstream is sized by an unchecked header field.
+    ``ndim``/``num_segments`` pin what the receiving model expects, ``backends`` the coders it can decode
+    (None: any), and ``max_elements`` bounds the latent size, so no allocation downstream is sized by an
+    unchecked header field.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"a bitstream is bytes, got {type(data).__name__}")
@@ -105,11 +125,15 @@ def unpack(
         raise BitstreamError(f"truncated bitstream: {len(data)} bytes is shorter than any header")
     if data[0] & 0xF0 != MAGIC:
         raise BitstreamError(f"not a splitbench bitstream (first byte 0x{data[0]:02x})")
-    if data[0] & 0x0F != VERSION:
-        raise BitstreamError(f"unsupported bitstream version {data[0] & 0x0F} (this reader: {VERSION})")
+    version = data[0] & 0x0F
+    if not 1 <= version <= VERSION:
+        raise BitstreamError(f"unsupported bitstream version {version} (this reader: 1 to {VERSION})")
     flags = data[1]
-    if flags & 0xE0:
+    backend_id = flags >> 5
+    if version == 1 and backend_id:
         raise BitstreamError("corrupt bitstream: reserved header bits are set")
+    if version == 2 and not 0 < backend_id < len(BACKENDS):  # backend 0 is always written as version 1
+        raise BitstreamError(f"corrupt bitstream: backend id {backend_id} is not one of 1 to {len(BACKENDS) - 1}")
     got_ndim, got_segments = flags & 0x07, (flags >> 3 & 0x03) + 1
     if ndim is not None and got_ndim != ndim:
         raise BitstreamError(f"bitstream has a {got_ndim}-D shape, this model expects {ndim}-D")
@@ -136,6 +160,9 @@ def unpack(
         )
     if binascii.crc_hqx(payload, binascii.crc_hqx(header, 0)) != crc_stored:
         raise BitstreamError("corrupt or truncated bitstream: checksum mismatch")
+    backend = BACKENDS[backend_id]
+    if backends is not None and backend not in backends:
+        raise BitstreamError(f"bitstream coded by {backend}; this model decodes {', '.join(backends)} streams")
     if max_elements is not None:
         elements = 1
         for d in shape:
@@ -147,9 +174,9 @@ def unpack(
         segments.append(payload[start : start + length])
         start += length
     segments.append(payload[start:])
-    return Bitstream(tuple(shape), tuple(segments))
+    return Bitstream(tuple(shape), tuple(segments), backend)
 
 
 def header_size(data: bytes) -> int:
     """Bytes of container overhead in a valid bitstream (everything but the segments)."""
-    return len(data) - sum(len(s) for s in unpack(data).segments)
+    return len(data) - sum(len(s) for s in unpack(data, backends=None).segments)

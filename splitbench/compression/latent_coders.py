@@ -21,11 +21,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from splitbench.complexity import count_macs
-from splitbench.compression.bitstream import BitstreamError
+from splitbench.compression.bitstream import DEFAULT_BACKEND, BitstreamError
+from splitbench.compression.constriction_coder import ConstrictionCoder, FactorizedTables
+from splitbench.errors import SplitbenchError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # compressai imports torch.jit.script
@@ -51,6 +54,7 @@ class LatentCoder(nn.Module, ABC):
 
     channels: int  # channels of the latent y it codes
     num_segments: ClassVar[int] = 1  # coded strings per sample
+    backends: ClassVar[tuple[str, ...]] = (DEFAULT_BACKEND,)  # entropy coders whose strings it decodes
 
     @abstractmethod
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -61,13 +65,16 @@ class LatentCoder(nn.Module, ABC):
         """The y_hat a decoder sees at test time (without coding), e.g. for stage-2 training."""
 
     @abstractmethod
-    def compress(self, y: torch.Tensor) -> list[tuple[bytes, ...]]:
-        """Each sample coded on its own: ``num_segments`` strings per sample, whatever the batch."""
+    def compress(self, y: torch.Tensor, backend: str = DEFAULT_BACKEND) -> list[tuple[bytes, ...]]:
+        """Each sample coded on its own: ``num_segments`` strings per sample, whatever the batch, by the entropy
+        coder ``backend`` (one of :attr:`backends`; the default is CompressAI's, whose bytes sc2bench writes)."""
 
     @abstractmethod
-    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int]) -> torch.Tensor:
+    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int],
+                   backend: str = DEFAULT_BACKEND) -> torch.Tensor:
         """Inverse of :meth:`compress` for samples whose latent has spatial ``shape`` (derived by the caller,
-        never read off the wire); raises BitstreamError on strings that cannot be this latent."""
+        never read off the wire) coded by ``backend``; raises BitstreamError on strings that cannot be this
+        latent."""
 
     @abstractmethod
     def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
@@ -84,6 +91,17 @@ class LatentCoder(nn.Module, ABC):
     @abstractmethod
     def mobile_state(self) -> dict[str, torch.Tensor]:
         """Every tensor the device needs to produce the bitstream (for encoder size and export)."""
+
+    def export_tables(self) -> tuple[str, dict[str, np.ndarray]]:
+        """(kind, tables as numpy arrays) for a device that codes without torch (``splitbench export``); the kind
+        names the torch-free coder that reads them. A coder that cannot run there raises a one-line
+        SplitbenchError saying why."""
+        raise SplitbenchError(f"{type(self).__name__} has no torch-free device coder yet; factorized-prior "
+                              f"models export")
+
+    def check_backend(self, backend: str) -> None:
+        if backend not in self.backends:
+            raise BitstreamError(f"{type(self).__name__} decodes {', '.join(self.backends)} streams, not {backend}")
 
     def device_networks(self) -> dict[str, nn.Module]:
         """Networks the device runs inside the coder (a hyperprior's h_a and h_s), by attribute name:
@@ -220,7 +238,12 @@ def gaussian_bits(gc: GaussianConditional, y: torch.Tensor, scales: torch.Tensor
 
 
 class FactorizedPrior(LatentCoder):
-    """A fully factorized (per-channel, non-parametric) prior: CompressAI's EntropyBottleneck."""
+    """A fully factorized (per-channel, non-parametric) prior: CompressAI's EntropyBottleneck.
+
+    Codes with CompressAI's rANS by default, or with constriction over the same tables (what the torch-free
+    device writes, :mod:`~splitbench.compression.constriction_coder`)."""
+
+    backends = (DEFAULT_BACKEND, "constriction")
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -236,13 +259,35 @@ class FactorizedPrior(LatentCoder):
         medians = eb._get_medians()
         return torch.round(y - medians) + medians
 
-    def compress(self, y: torch.Tensor) -> list[tuple[bytes, ...]]:
-        return [(s,) for s in self.entropy_bottleneck.compress(y)]
+    def compress(self, y: torch.Tensor, backend: str = DEFAULT_BACKEND) -> list[tuple[bytes, ...]]:
+        self.check_backend(backend)
+        if backend == DEFAULT_BACKEND:
+            return [(s,) for s in self.entropy_bottleneck.compress(y)]
+        tables = self.tables()
+        coder = ConstrictionCoder(tables)
+        symbols = tables.symbols(y.detach().float().cpu().numpy())
+        return [(coder.encode(s),) for s in symbols]
 
-    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int]) -> torch.Tensor:
+    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int],
+                   backend: str = DEFAULT_BACKEND) -> torch.Tensor:
         _check_strings(strings, 1)
-        symbols = self.channels * shape[0] * shape[1]
-        return self.entropy_bottleneck.decompress([pad_for_decoder(s[0], symbols) for s in strings], tuple(shape))
+        self.check_backend(backend)
+        size = (int(shape[0]), int(shape[1]))
+        if backend == DEFAULT_BACKEND:
+            symbols = self.channels * size[0] * size[1]
+            return self.entropy_bottleneck.decompress([pad_for_decoder(s[0], symbols) for s in strings], size)
+        tables = self.tables()
+        coder = ConstrictionCoder(tables)
+        y_hat = np.stack([tables.dequantize(coder.decode(s[0], size)) for s in strings])
+        return torch.from_numpy(y_hat).to(self.entropy_bottleneck.quantiles.device)
+
+    def tables(self) -> FactorizedTables:
+        """The coding tables (built by :meth:`update`) as numpy arrays: what a torch-free coder needs."""
+        return FactorizedTables.from_arrays({k: v.detach().cpu().numpy()
+                                             for k, v in factorized_tables(self.entropy_bottleneck).items()})
+
+    def export_tables(self) -> tuple[str, dict[str, np.ndarray]]:
+        return "factorized", self.tables().arrays()
 
     def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
         return factorized_bits(self.entropy_bottleneck, y)
@@ -374,7 +419,8 @@ class ScaleHyperprior(LatentCoder):
         return self.gaussian_conditional.quantize(y.float(), "dequantize", means)
 
     @torch.no_grad()
-    def compress(self, y: torch.Tensor) -> list[tuple[bytes, ...]]:
+    def compress(self, y: torch.Tensor, backend: str = DEFAULT_BACKEND) -> list[tuple[bytes, ...]]:
+        self.check_backend(backend)
         y = y.float()
         z, scales, means = self._coding_params(y)
         gc = self.gaussian_conditional
@@ -383,8 +429,10 @@ class ScaleHyperprior(LatentCoder):
         return list(zip(y_strings, z_strings, strict=True))
 
     @torch.no_grad()
-    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int]) -> torch.Tensor:
+    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int],
+                   backend: str = DEFAULT_BACKEND) -> torch.Tensor:
         _check_strings(strings, 2)
+        self.check_backend(backend)
         size = (int(shape[0]), int(shape[1]))
         z_size = self._z_size(size)
         device = self.entropy_bottleneck.quantiles.device
@@ -411,6 +459,12 @@ class ScaleHyperprior(LatentCoder):
 
     def device_networks(self) -> dict[str, nn.Module]:
         return {"h_a": self.h_a, "h_s": self.h_s}
+
+    def export_tables(self) -> tuple[str, dict[str, np.ndarray]]:
+        raise SplitbenchError("hyperprior models (shp, mshp) do not export yet: the device computes y's scale "
+                              "indices from floats (h_s), which ONNX Runtime and PyTorch do not compute "
+                              "bit-identically, so the server could decode garbage; factorized-prior (fp) models "
+                              "export")
 
     def device_macs(self, y: torch.Tensor) -> int:
         """h_a on y, then h_s on the quantized z: what the device runs to get y's entropy parameters."""
@@ -488,7 +542,8 @@ class Quantize8Bit(LatentCoder):
         return self._dequantize(self._symbols(y, scale, zero_point), scale, zero_point)
 
     @torch.no_grad()
-    def compress(self, y: torch.Tensor) -> list[tuple[bytes, ...]]:
+    def compress(self, y: torch.Tensor, backend: str = DEFAULT_BACKEND) -> list[tuple[bytes, ...]]:
+        self.check_backend(backend)
         scale, zero_point = self._params(y)
         q = self._symbols(y, scale, zero_point).to(torch.uint8).cpu().numpy()
         scale, zero_point = scale.flatten().tolist(), zero_point.flatten().tolist()
@@ -498,8 +553,10 @@ class Quantize8Bit(LatentCoder):
         return [(params.pack(scale[i], zero_point[i]) + q[i].tobytes(),) for i in range(y.shape[0])]
 
     @torch.no_grad()
-    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int]) -> torch.Tensor:
+    def decompress(self, strings: Sequence[Strings], shape: tuple[int, int],
+                   backend: str = DEFAULT_BACKEND) -> torch.Tensor:
         _check_strings(strings, 1)
+        self.check_backend(backend)
         h, w = int(shape[0]), int(shape[1])
         params = self._params_format
         expected = params.size + self.channels * h * w

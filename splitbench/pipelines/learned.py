@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 
 from splitbench.complexity import count_macs
-from splitbench.compression.bitstream import BitstreamError, pack, unpack
+from splitbench.compression.bitstream import DEFAULT_BACKEND, BitstreamError, pack, unpack
 from splitbench.compression.latent_coders import MAX_LATENT_ELEMENTS
 from splitbench.models.images import Images, Size, group_by_size, in_order, padded_size
 from splitbench.models.network import SplitNetwork
@@ -36,11 +36,13 @@ class Group(NamedTuple):
 
 class LearnedPipeline(SplitPipeline):
     """A :class:`SplitNetwork` with a bottleneck trunk: normalise → g_a → coder on the device, decoder → later
-    stages → heads on the server."""
+    stages → heads on the server. ``backend`` is the entropy coder :meth:`encode` writes with (CompressAI's by
+    default); :meth:`decode` reads each stream with the one it records."""
 
     def __init__(self, network: SplitNetwork, device: torch.device | str = "cpu",
-                 max_latent_elements: int = MAX_LATENT_ELEMENTS) -> None:
+                 max_latent_elements: int = MAX_LATENT_ELEMENTS, backend: str = DEFAULT_BACKEND) -> None:
         self.device = torch.device(device)
+        self.backend = backend
         self.network = network.to(self.device).eval()
         self.trunk: BottleneckTrunk = network.trunk  # type: ignore[assignment]
         self.coder = self.trunk.coder
@@ -60,21 +62,23 @@ class LearnedPipeline(SplitPipeline):
     def encode(self, features: list[Group]) -> list[bytes]:
         out: dict[int, bytes] = {}
         for group in features:
-            strings = self.coder.compress(group.latent)
-            out.update((i, pack(size, s)) for i, size, s in zip(group.indices, group.sizes, strings, strict=True))
+            strings = self.coder.compress(group.latent, self.backend)
+            out.update((i, pack(size, s, self.backend))
+                       for i, size, s in zip(group.indices, group.sizes, strings, strict=True))
         return [out[i] for i in range(len(out))]
 
     @torch.no_grad()
     def decode(self, payloads: list[bytes]) -> list[Group]:
         if not payloads:
             raise BitstreamError("no bitstreams to decode")
-        by_size: dict[Size, list[tuple[int, tuple[bytes, ...]]]] = {}
+        # Streams of one image size decode together, each with the entropy coder that wrote it (its backend).
+        by_kind: dict[tuple[Size, str], list[tuple[int, tuple[bytes, ...]]]] = {}
         for i, payload in enumerate(payloads):
-            stream = unpack(payload, ndim=2, num_segments=self.coder.num_segments)
-            by_size.setdefault((stream.shape[0], stream.shape[1]), []).append((i, stream.segments))
+            stream = unpack(payload, ndim=2, num_segments=self.coder.num_segments, backends=self.coder.backends)
+            by_kind.setdefault(((stream.shape[0], stream.shape[1]), stream.backend), []).append((i, stream.segments))
         groups = []
-        for size, items in by_size.items():
-            y_hat = self.coder.decompress([s for _, s in items], self.latent_shape(size)).to(self.device)
+        for (size, backend), items in by_kind.items():
+            y_hat = self.coder.decompress([s for _, s in items], self.latent_shape(size), backend).to(self.device)
             groups.append(Group([i for i, _ in items], [size] * len(items), y_hat))
         return groups
 
