@@ -78,6 +78,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from splitbench.runtime.export import export_run
+
+    out = export_run(args.run_dir, args.out)
+    log.info("exported %s -> %s (device.onnx, tables.npz, manifest.json)", args.run_dir, out)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from splitbench.bench.records import load_records
     from splitbench.bench.report import write_report
@@ -126,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--checkpoint", type=Path, help="weights to evaluate (default: OUT/<run>/model.safetensors)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="a trained run's device half as a bundle that runs without PyTorch")
+    p.add_argument("run_dir", type=Path, help="the trained run's folder (OUT/<run name>)")
+    p.add_argument("--out", type=Path, required=True, help="the bundle folder to write (must not exist)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="run a suite (methods x rate points), resumable; then report")
     p.add_argument("suite", help="suite YAML (a path, or a name under splitbench/configs/)")

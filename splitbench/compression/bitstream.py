@@ -52,6 +52,13 @@ class Bitstream:
     backend: str = DEFAULT_BACKEND
 
 
+def version_for(backend: str) -> int:
+    """The container version a stream of ``backend`` is written as: 1 for CompressAI's (as always), else 2."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    return 2 if BACKENDS.index(backend) else 1
+
+
 def _put_varint(out: bytearray, value: int) -> None:
     if value < 0 or value >= 1 << (7 * MAX_VARINT_BYTES):
         raise ValueError(f"value {value} does not fit in a {MAX_VARINT_BYTES}-byte varint")
@@ -80,8 +87,7 @@ def pack(shape: tuple[int, ...] | list[int], segments: list[bytes] | tuple[bytes
          backend: str = DEFAULT_BACKEND) -> bytes:
     """Wrap ``segments`` (e.g. entropy-coded strings of y and z), a ``shape`` and the ``backend`` that coded them
     into one bitstream (version 1 for the default backend, version 2 otherwise)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    version = version_for(backend)
     backend_id = BACKENDS.index(backend)
     shape = tuple(int(d) for d in shape)
     if len(shape) > MAX_NDIM:
@@ -90,7 +96,6 @@ def pack(shape: tuple[int, ...] | list[int], segments: list[bytes] | tuple[bytes
         raise ValueError(f"dims must be in [1, {MAX_DIM}], got {shape}")
     if not 1 <= len(segments) <= MAX_SEGMENTS:
         raise ValueError(f"1 to {MAX_SEGMENTS} segments, got {len(segments)}")
-    version = 2 if backend_id else 1
     header = bytearray((MAGIC | version, len(shape) | (len(segments) - 1) << 3 | backend_id << 5))
     for d in shape:
         _put_varint(header, d)

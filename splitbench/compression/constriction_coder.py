@@ -20,8 +20,9 @@ The strings are not CompressAI's (another coder): a stream records which coder w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -100,12 +101,26 @@ def _raw_chunks(raw: int) -> list[int]:
 class ConstrictionCoder:
     """Codes one sample's symbols (C, H, W) into one string and back, with a range coder over the tables."""
 
+    backend: ClassVar[str] = "constriction"  # the id its streams carry (splitbench.compression.bitstream)
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ConstrictionCoder:
+        return cls(FactorizedTables.from_arrays(arrays))
+
+    def compress(self, y: np.ndarray) -> list[bytes]:
+        """Each sample of a latent batch (B, C, H, W), rounded around the medians and coded on its own."""
+        return [self.encode(s) for s in self.tables.symbols(y)]
+
+    def decompress(self, strings: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
+        """The dequantized latents (B, C, H, W) of one string per sample."""
+        return np.stack([self.tables.dequantize(self.decode(s, shape)) for s in strings])
+
     def __init__(self, tables: FactorizedTables) -> None:
         import constriction  # the runtime extra (torch-free); its submodules are attributes, not importable
 
         model = constriction.stream.model
         self.tables = tables
-        self._models = [model.Categorical(np.diff(tables.quantized_cdf[c, : tables.cdf_length[c]]).astype(np.float64)
+        self.models = [model.Categorical(np.diff(tables.quantized_cdf[c, : tables.cdf_length[c]]).astype(np.float64)
                                     / (1 << PRECISION), perfect=True) for c in range(tables.channels)]
         self._bypass = model.Uniform(1 << BYPASS_BITS)
         self._queue = constriction.stream.queue
@@ -115,7 +130,7 @@ class ConstrictionCoder:
         if symbols.ndim != 3 or symbols.shape[0] != self.tables.channels:
             raise ValueError(f"expected symbols of shape ({self.tables.channels}, H, W), got {symbols.shape}")
         encoder = self._queue.RangeEncoder()
-        for c, model in enumerate(self._models):
+        for c, model in enumerate(self.models):
             values = symbols[c].reshape(-1).astype(np.int64) - int(self.tables.offset[c])
             top = int(self._max_value[c])
             escaped = (values < 0) | (values >= top)
@@ -133,7 +148,7 @@ class ConstrictionCoder:
         decoder = self._queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
         count = int(shape[0]) * int(shape[1])
         out = np.empty((self.tables.channels, count), np.int64)
-        for c, model in enumerate(self._models):
+        for c, model in enumerate(self.models):
             values = decoder.decode(model, count).astype(np.int64)
             top = int(self._max_value[c])
             for i in np.flatnonzero(values == top).tolist():

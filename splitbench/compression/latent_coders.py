@@ -243,7 +243,7 @@ class FactorizedPrior(LatentCoder):
     Codes with CompressAI's rANS by default, or with constriction over the same tables (what the torch-free
     device writes, :mod:`~splitbench.compression.constriction_coder`)."""
 
-    backends = (DEFAULT_BACKEND, "constriction")
+    backends = (DEFAULT_BACKEND, ConstrictionCoder.backend)
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -263,10 +263,7 @@ class FactorizedPrior(LatentCoder):
         self.check_backend(backend)
         if backend == DEFAULT_BACKEND:
             return [(s,) for s in self.entropy_bottleneck.compress(y)]
-        tables = self.tables()
-        coder = ConstrictionCoder(tables)
-        symbols = tables.symbols(y.detach().float().cpu().numpy())
-        return [(coder.encode(s),) for s in symbols]
+        return [(s,) for s in ConstrictionCoder(self.tables()).compress(y.detach().float().cpu().numpy())]
 
     def decompress(self, strings: Sequence[Strings], shape: tuple[int, int],
                    backend: str = DEFAULT_BACKEND) -> torch.Tensor:
@@ -276,9 +273,7 @@ class FactorizedPrior(LatentCoder):
         if backend == DEFAULT_BACKEND:
             symbols = self.channels * size[0] * size[1]
             return self.entropy_bottleneck.decompress([pad_for_decoder(s[0], symbols) for s in strings], size)
-        tables = self.tables()
-        coder = ConstrictionCoder(tables)
-        y_hat = np.stack([tables.dequantize(coder.decode(s[0], size)) for s in strings])
+        y_hat = ConstrictionCoder(self.tables()).decompress([s[0] for s in strings], size)
         return torch.from_numpy(y_hat).to(self.entropy_bottleneck.quantiles.device)
 
     def tables(self) -> FactorizedTables:
@@ -287,7 +282,7 @@ class FactorizedPrior(LatentCoder):
                                              for k, v in factorized_tables(self.entropy_bottleneck).items()})
 
     def export_tables(self) -> tuple[str, dict[str, np.ndarray]]:
-        return "factorized", self.tables().arrays()
+        return "factorized", self.tables().arrays()  # read by ConstrictionCoder.from_arrays
 
     def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
         return factorized_bits(self.entropy_bottleneck, y)

@@ -10,9 +10,27 @@ normalisation belongs to the model, so a codec and a learned encoder see the sam
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+
+from splitbench.errors import SplitbenchError
+
+
+@dataclass(frozen=True)
+class DeviceExport:
+    """What a torch-free device runs (``splitbench export``): ``network`` maps [0, 1] images to the latent
+    (normalisation inside it), ``coder`` names the torch-free coder that reads ``tables``, and each image is
+    zero-padded bottom/right on its own to a multiple of ``pad_multiple`` first (1: none). ``normalization``
+    records the constants the network applies (for the manifest: the device feeds unnormalised images)."""
+
+    network: torch.nn.Module
+    coder: str
+    tables: dict[str, np.ndarray]
+    pad_multiple: int
+    normalization: dict[str, list[float]]
 
 
 class SplitPipeline(ABC):
@@ -50,6 +68,12 @@ class SplitPipeline(ABC):
         with per-sample ``entropy_encode_ms_mean``/``entropy_decode_ms_mean`` measured where the
         coding really ran (e.g. inside pool workers) replaces the evaluator's wall-clock split."""
         return {}
+
+    def device_export(self) -> DeviceExport:
+        """The device half as a network and coder tables, for a device without torch; a pipeline whose device
+        side cannot run there raises a one-line SplitbenchError saying why."""
+        raise SplitbenchError(f"{type(self).__name__} does not export yet; learned bottlenecks with a "
+                              f"factorized prior (e.g. entropic_student fp) do")
 
     def close(self) -> None:  # noqa: B027  (optional hook, deliberately a no-op by default)
         """Release what the pipeline holds (worker processes)."""

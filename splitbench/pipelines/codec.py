@@ -13,10 +13,11 @@ import torch
 
 from splitbench.codecs.pool import CodecPool, SampleCodec
 from splitbench.complexity import count_macs
+from splitbench.errors import SplitbenchError
 from splitbench.models.images import Images
 from splitbench.models.network import SplitNetwork
 from splitbench.models.trunks import FeatureTrunk
-from splitbench.pipelines.base import SplitPipeline, state_of
+from splitbench.pipelines.base import DeviceExport, SplitPipeline, state_of
 
 
 def to_uint8_images(images: Images) -> list[np.ndarray]:
@@ -108,6 +109,10 @@ class InputCodecPipeline(CodecPipeline):
     @torch.no_grad()
     def server_forward(self, decoded: Images) -> Any:
         return self.network.predict(decoded)
+
+    def device_export(self) -> DeviceExport:
+        raise SplitbenchError("codecs need no export: the device runs a standard codec (or sends raw pixels) and "
+                              "nothing learned; export a learned bottleneck's run")
 
 
 class FeatureCodecPipeline(CodecPipeline):

@@ -21,7 +21,7 @@ from splitbench.compression.latent_coders import MAX_LATENT_ELEMENTS
 from splitbench.models.images import Images, Size, group_by_size, in_order, padded_size
 from splitbench.models.network import SplitNetwork
 from splitbench.models.trunks import BottleneckTrunk
-from splitbench.pipelines.base import SplitPipeline, state_of
+from splitbench.pipelines.base import DeviceExport, SplitPipeline, state_of
 
 MAX_CACHED_SHAPES = 256  # latent shapes remembered per image size (a server sees few sizes; bound the rest)
 
@@ -116,6 +116,13 @@ class LearnedPipeline(SplitPipeline):
         state = state_of({"network": self.trunk.device_network()})
         state.update({f"coder.{k}": v for k, v in self.coder.mobile_state().items()})
         return state
+
+    def device_export(self) -> DeviceExport:
+        """normalise → g_a and the coder's tables (a coder that cannot run without torch says why)."""
+        kind, tables = self.coder.export_tables()
+        pad = self.network.stride if self.network.needs_image_size else 1
+        normalization = {k: v.flatten().tolist() for k, v in self.trunk.normalize.named_buffers()}
+        return DeviceExport(self.trunk.device_network().eval(), kind, tables, pad, normalization)
 
     def mobile_params(self) -> int:
         networks = [self.trunk.device_network(), *self.coder.device_networks().values()]
