@@ -1,8 +1,9 @@
+import binascii
 import random
 
 import pytest
 
-from splitbench.compression.bitstream import BitstreamError, header_size, pack, unpack
+from splitbench.compression.bitstream import BACKENDS, Bitstream, BitstreamError, header_size, pack, unpack
 
 
 def test_round_trip_and_header_size():
@@ -78,3 +79,34 @@ def test_pack_rejects_what_it_cannot_represent():
         pack((0, 5), [b""])
     with pytest.raises(ValueError):
         pack((5,), [b""] * 5)
+
+
+# Streams written before the backend field existed (version 1), byte for byte.
+VERSION_1 = {((55, 41), (b"abc", b"xy")): b"\xb1\n7)\x03h.abcxy",
+             ((3, 200, 334), (b"yyy",)): b"\xb1\x03\x03\xc8\x01\xce\x02i]yyy"}
+
+
+@pytest.mark.parametrize(("stream", "data"), VERSION_1.items())
+def test_compressai_streams_are_still_version_1_byte_for_byte(stream, data):
+    shape, segments = stream
+    assert pack(shape, list(segments)) == data
+    assert unpack(data) == Bitstream(shape, segments, "compressai")
+
+
+def test_the_backend_travels_in_the_header_at_no_cost():
+    payload = bytes(range(40))
+    old, new = pack((7, 7), [payload]), pack((7, 7), [payload], "constriction")
+    assert (old[0], new[0]) == (0xB1, 0xB2) and len(old) == len(new) and header_size(new) == header_size(old)
+    assert unpack(new, backends=BACKENDS) == Bitstream((7, 7), (payload,), "constriction")
+    with pytest.raises(BitstreamError, match="coded by constriction"):
+        unpack(new)  # a reader says which coders it decodes; the default is CompressAI's only
+    with pytest.raises(ValueError, match="unknown backend"):
+        pack((7, 7), [payload], "zstd")
+
+
+@pytest.mark.parametrize("backend_id", [0, 2, 7])
+def test_a_version_2_stream_must_name_a_backend_other_than_compressai(backend_id):
+    header = bytes((0xB2, 2 | backend_id << 5, 7, 7))
+    data = header + binascii.crc_hqx(b"x", binascii.crc_hqx(header, 0)).to_bytes(2, "big") + b"x"
+    with pytest.raises(BitstreamError, match="backend id"):
+        unpack(data, backends=None)

@@ -575,6 +575,10 @@ class Quantize8Bit(LatentCoder):
     def update(self) -> None:
         """Nothing to build: the code has no tables."""
 
+    def export_tables(self) -> tuple[str, dict[str, np.ndarray]]:
+        raise SplitbenchError("the 8-bit quantizer (CR+BQ) does not export yet: no torch-free version of its "
+                              "per-sample quantization is written; factorized-prior (fp) models export")
+
     def aux_loss(self) -> torch.Tensor:
         return torch.zeros(())
 
