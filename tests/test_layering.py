@@ -114,11 +114,13 @@ def test_methods_declare_with_the_lower_layers_and_import_no_other_method(graph)
 
 @pytest.mark.parametrize(("lower", "upper"), [
     ("splitbench.models", ("splitbench.methods", "splitbench.runs", "splitbench.experiment", "splitbench.bench",
-                           "splitbench.pipelines", "splitbench.cli")),
+                           "splitbench.pipelines", "splitbench.cli", "splitbench.runtime")),
     ("splitbench.compression", ("splitbench.models", "splitbench.methods", "splitbench.pipelines",
-                                "splitbench.training", "splitbench.runs")),
-    ("splitbench.pipelines", ("splitbench.methods", "splitbench.runs", "splitbench.training", "splitbench.bench")),
-    ("splitbench.training", ("splitbench.methods", "splitbench.runs", "splitbench.bench", "splitbench.pipelines")),
+                                "splitbench.training", "splitbench.runs", "splitbench.runtime")),
+    ("splitbench.pipelines", ("splitbench.methods", "splitbench.runs", "splitbench.training", "splitbench.bench",
+                              "splitbench.runtime")),
+    ("splitbench.training", ("splitbench.methods", "splitbench.runs", "splitbench.bench", "splitbench.pipelines",
+                             "splitbench.runtime")),
     ("splitbench.data", ("splitbench.models", "splitbench.methods", "splitbench.tasks", "splitbench.runs")),
 ])
 def test_lower_layers_do_not_import_the_ones_built_on_them(graph, lower, upper):
@@ -135,3 +137,32 @@ def test_recipes_and_methods_never_test_a_models_type(folder):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("isinstance", "issubclass"):
                 assert ast.unparse(node.args[1]) in allowed, f"{path.name}:{node.lineno}: {ast.unparse(node)}"
+
+
+TORCH_FREE = ("splitbench.runtime.device",)  # runs where torch is not installed (tests/test_export.py runs it so)
+
+
+def imports_torch(path: Path) -> bool:
+    """Whether ``path`` imports torch, torchvision or compressai anywhere (module level or in a function)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if (
+            isinstance(node, ast.ImportFrom) and not node.level) else []
+        if any(n.partition(".")[0] in ("torch", "torchvision", "compressai") for n in names):
+            return True
+    return False
+
+
+def test_the_device_runtime_imports_nothing_that_imports_torch(graph):
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    for root in TORCH_FREE:
+        seen, todo = set(), [root]
+        while todo:
+            module = todo.pop()
+            if module in seen:
+                continue
+            seen.add(module)
+            parts = module.split(".")  # importing a module runs its packages' __init__ first
+            todo += [".".join(parts[:i]) for i in range(1, len(parts))] + sorted(graph[module])
+        assert "splitbench.compression.bitstream" in seen
+        wrong = sorted(m for m in seen if imports_torch(paths[m]))
+        assert not wrong, f"{root} imports {wrong}, which import torch"
