@@ -35,7 +35,7 @@ MAX_CHUNKS = 8  # 32 raw bits: more than any int32 symbol needs
 MAX_SYMBOL = 1 << 30  # |round(y − median)| beyond this is a broken latent, not a code
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FactorizedTables:
     """An EntropyBottleneck's coding tables as numpy arrays (what the device holds and the bundle stores)."""
 

@@ -47,6 +47,7 @@ TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 Strings = Sequence[bytes]  # one sample's coded segments (y, or y and z)
+_CONSTRICTION_CODERS: dict[bytes, ConstrictionCoder] = {}  # by table bytes: see FactorizedPrior._constriction
 
 
 class LatentCoder(nn.Module, ABC):
@@ -263,7 +264,7 @@ class FactorizedPrior(LatentCoder):
         self.check_backend(backend)
         if backend == DEFAULT_BACKEND:
             return [(s,) for s in self.entropy_bottleneck.compress(y)]
-        return [(s,) for s in ConstrictionCoder(self.tables()).compress(y.detach().float().cpu().numpy())]
+        return [(s,) for s in self._constriction().compress(y.detach().float().cpu().numpy())]
 
     def decompress(self, strings: Sequence[Strings], shape: tuple[int, int],
                    backend: str = DEFAULT_BACKEND) -> torch.Tensor:
@@ -273,13 +274,25 @@ class FactorizedPrior(LatentCoder):
         if backend == DEFAULT_BACKEND:
             symbols = self.channels * size[0] * size[1]
             return self.entropy_bottleneck.decompress([pad_for_decoder(s[0], symbols) for s in strings], size)
-        y_hat = ConstrictionCoder(self.tables()).decompress([s[0] for s in strings], size)
+        y_hat = self._constriction().decompress([s[0] for s in strings], size)
         return torch.from_numpy(y_hat).to(self.entropy_bottleneck.quantiles.device)
 
     def tables(self) -> FactorizedTables:
         """The coding tables (built by :meth:`update`) as numpy arrays: what a torch-free coder needs."""
         return FactorizedTables.from_arrays({k: v.detach().cpu().numpy()
                                              for k, v in factorized_tables(self.entropy_bottleneck).items()})
+
+    def _constriction(self) -> ConstrictionCoder:
+        """The constriction coder of the current tables, built once per set of tables (building its models
+        costs about as much as coding a sample); kept out of the module, so copies and pickles stay plain."""
+        tables = self.tables()
+        arrays = tables.arrays().values()
+        key = repr([a.shape for a in arrays]).encode() + b"".join(a.tobytes() for a in arrays)
+        if key not in _CONSTRICTION_CODERS:
+            if len(_CONSTRICTION_CODERS) >= 8:
+                _CONSTRICTION_CODERS.clear()
+            _CONSTRICTION_CODERS[key] = ConstrictionCoder(tables)
+        return _CONSTRICTION_CODERS[key]
 
     def export_tables(self) -> tuple[str, dict[str, np.ndarray]]:
         return "factorized", self.tables().arrays()  # read by ConstrictionCoder.from_arrays
