@@ -162,11 +162,20 @@ def test_the_device_without_torch_codes_what_the_server_decodes_exactly(bundle, 
 
     pipeline = server.pipeline  # the `splitbench evaluate` path: CompressAI-coded streams
     torch_streams = pipeline.mobile(images)
-    assert torch.equal(server.predict(streams), pipeline.server(torch_streams))
     with torch.no_grad():
-        quantized = pipeline.coder.quantize(pipeline.trunk.encode(images))
+        y = pipeline.trunk.encode(images)
+        quantized = pipeline.coder.quantize(y)
+        medians = pipeline.coder.entropy_bottleneck._get_medians()
     (group,) = server.decode(streams)
-    assert torch.equal(group.latent, quantized)
+    # ONNX Runtime's latent differs from PyTorch's by float rounding (~1e-7), so a value within that of a
+    # rounding boundary may land on the other integer on another CPU; everywhere else the latents are equal.
+    ties = ((y - medians).frac().abs() - 0.5).abs() < 1e-4
+    assert torch.equal(group.latent[~ties], quantized[~ties])
+    predicted, expected = server.predict(streams), pipeline.server(torch_streams)
+    if ties.any():
+        assert torch.equal(predicted.argmax(1), expected.argmax(1))
+    else:
+        assert torch.equal(predicted, expected)
     assert len({len(s) for s in streams}) > 1  # the samples really differ
     # Same tables, another coder: the sizes differ only by the coders' flush (a few bytes)
     assert max(abs(len(a) - len(b)) for a, b in zip(streams, torch_streams, strict=True)) <= 8
