@@ -50,14 +50,15 @@ NO_TORCH = textwrap.dedent("""
 """)
 
 
-def save_run(out: Path, **method_args) -> Path:
-    """A run folder as training leaves it, with random weights and the coder's tables built."""
+def save_run(out: Path, seed: int = 0, **method_args) -> Path:
+    """A run folder as training leaves it, with random weights (``seed``) and the coder's tables built."""
     raw = tiny_raw("entropic_student")
     raw["method_args"].update(method_args)
     config = validate(raw)
     run = Run(config, out)
     model = run.structure(torch.device("cpu")).eval()
     bottleneck = model.trunk.bottleneck
+    torch.manual_seed(seed)  # after building: the builders may seed themselves
     with torch.no_grad():  # random weights give a near-constant latent; widen it and perturb the density
         bottleneck.encoder[-1].weight.mul_(40)
         for p in bottleneck.coder.entropy_bottleneck.parameters():
@@ -269,7 +270,7 @@ def test_the_fingerprint_is_the_run_folders_and_changes_with_a_table(bundle, run
 
 
 def test_a_server_refuses_a_bundle_of_another_model(bundle, tmp_path):
-    other = Server(save_run(tmp_path))  # same config, other random weights
+    other = Server(save_run(tmp_path, seed=1))  # same config, other random weights
     with pytest.raises(SplitbenchError, match="another model"):
         other.check_bundle(bundle)
 
