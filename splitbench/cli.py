@@ -86,6 +86,60 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from splitbench.runtime.app import ServeSettings
+    from splitbench.runtime.serve import serve
+
+    settings = ServeSettings(host=args.host, port=args.port, token=args.token or os.environ.get("SPLITBENCH_TOKEN"),
+                             max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                             max_body_bytes=args.max_body_bytes, queue_size=args.queue_size, timeout_s=args.timeout_s)
+    log.info("serving %s on http://%s:%d (batches of up to %d, %g ms)", args.target, settings.host, settings.port,
+             settings.max_batch, settings.max_delay_ms)
+    serve(args.target, settings, args.run)
+    return 0
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from splitbench.runtime.client import ClientOptions, profile, run_device
+    from splitbench.runtime.device import Device
+    from splitbench.runtime.link import Link
+
+    device = Device(args.bundle, threads=args.threads)
+    if args.images:
+        from splitbench.runtime.inputs import folder_samples
+
+        samples = folder_samples(args.images, args.num_samples)
+    else:
+        from splitbench.runtime.dataset_inputs import dataset_samples
+
+        samples = dataset_samples(args.data, args.split, args.num_samples, device.manifest["input"]["height"],
+                                  args.seed)
+    link = Link.build(args.uplink_mbps, args.downlink_mbps, args.rtt_ms, args.loss, args.trace, args.seed)
+    options = ClientOptions(args.server, args.token or os.environ.get("SPLITBENCH_TOKEN"), args.concurrency,
+                            args.timeout_s)
+    record = run_device(device, samples, options, link)
+    text = json.dumps(record, indent=1)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    if args.profile:
+        args.profile.write_text(json.dumps(profile(record), indent=1) + "\n")
+    total = record["latency_ms"].get("total", {})
+    accuracy = record["accuracy"]
+    log.info("%d images: %d answered, %d refused, %d failed (%d retried); top-1 %s; %.0f B payload + %.0f B HTTP "
+             "per image; latency p50 %.1f ms, p99 %.1f ms", record["num_images"], record["answered"],
+             record["refused"], record["failed"], record["retried"],
+             "n/a" if accuracy is None else f"{accuracy['top1']:.3f}", record["bytes"]["payload"].get("mean", 0),
+             record["bytes"]["wire"].get("mean", 0) - record["bytes"]["payload"].get("mean", 0),
+             total.get("p50", 0), total.get("p99", 0))
+    return 0 if record["answered"] == record["num_images"] else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from splitbench.bench.records import load_records
     from splitbench.bench.report import write_report
@@ -139,6 +193,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, help="the trained run's folder (OUT/<run name>)")
     p.add_argument("--out", type=Path, required=True, help="the bundle folder to write (must not exist)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="the edge server: HTTP, dynamic batching, decodes bitstreams and predicts")
+    p.add_argument("target", type=Path, help="a trained run's folder, or a bundle (then pass --run)")
+    p.add_argument("--run", type=Path, help="with a bundle: the run folder it was exported from (checked)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need a token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: env SPLITBENCH_TOKEN)")
+    p.add_argument("--max-batch", type=int, default=16, help="dynamic batching: most requests per batch")
+    p.add_argument("--max-delay-ms", type=float, default=5.0, help="dynamic batching: longest wait for a batch")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger bodies get 413")
+    p.add_argument("--queue-size", type=int, default=256, help="requests waiting beyond this get 503")
+    p.add_argument("--timeout-s", type=float, default=10.0, help="per request: body arrival, then the answer")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("device", help="the torch-free device: encode images, send them over an emulated link")
+    p.add_argument("bundle", type=Path, help="an exported bundle (splitbench export)")
+    p.add_argument("--server", required=True, help="the edge server's URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--data", default="shapes", help="a dataset name (default shapes; loading it uses torch)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--num-samples", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="dataset seed; also the link's loss RNG")
+    p.add_argument("--images", type=Path, help="a folder of images instead (FOLDER/<class>/<image> labels them)")
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight (keep-alive connections)")
+    p.add_argument("--uplink-mbps", type=float, help="emulated uplink rate (default: no limit)")
+    p.add_argument("--downlink-mbps", type=float, help="emulated downlink rate (default: no limit)")
+    p.add_argument("--rtt-ms", type=float, default=0.0, help="emulated round-trip time")
+    p.add_argument("--loss", type=float, default=0.0, help="packet loss probability (1500-byte packets)")
+    p.add_argument("--trace", type=Path, help="a Mahimahi trace (ms per packet opportunity) instead of the rates")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="per request")
+    p.add_argument("--token", help="the server's token (default: env SPLITBENCH_TOKEN)")
+    p.add_argument("--out", type=Path, help="write the record (JSON) here")
+    p.add_argument("--profile", type=Path, help="write measured device ms per stage per image size (JSON) here")
+    p.set_defaults(func=cmd_device)
 
     p = sub.add_parser("bench", help="run a suite (methods x rate points), resumable; then report")
     p.add_argument("suite", help="suite YAML (a path, or a name under splitbench/configs/)")

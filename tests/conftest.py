@@ -1,5 +1,6 @@
 import os
 import warnings
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
@@ -56,6 +57,34 @@ def tiny_raw(method: str = "classifier", **sections) -> dict:
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return raw
+
+
+def save_run(out: Path, seed: int = 0, **method_args) -> Path:
+    """A tiny Entropic Student (fp) run folder as training leaves it, with random weights (``seed``) and the
+    coder's tables built (nothing trains: seconds). Its encoder's output is widened so the latent spans many
+    symbols."""
+    import yaml
+
+    from splitbench.experiment import validate
+    from splitbench.runs import Run
+    from splitbench.training.checkpoint import save_weights
+
+    raw = tiny_raw("entropic_student")
+    raw["method_args"].update(method_args)
+    config = validate(raw)
+    run = Run(config, out)
+    model = run.structure(torch.device("cpu")).eval()
+    bottleneck = model.trunk.bottleneck
+    torch.manual_seed(seed)  # after building: the builders may seed themselves
+    with torch.no_grad():  # random weights give a near-constant latent; widen it and perturb the density
+        bottleneck.encoder[-1].weight.mul_(40)
+        for p in bottleneck.coder.entropy_bottleneck.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    bottleneck.coder.update()
+    run.folder.mkdir(parents=True)
+    (run.folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    save_weights(model, run.weights, {"method": config.method, "config": config.model_dump(mode="json")})
+    return run.folder
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_raw
+from conftest import save_run, tiny_raw
 
 from splitbench.cli import main
 from splitbench.compression.bitstream import BitstreamError, unpack
@@ -26,13 +26,11 @@ from splitbench.data import get_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.experiment import validate
 from splitbench.pipelines import LearnedPipeline
-from splitbench.runs import Run
 from splitbench.runtime.bundle import MANIFEST, NETWORK, TABLES, BundleError, read_manifest, sha256_file
 from splitbench.runtime.export import export_run
 from splitbench.runtime.fingerprint import fingerprint
 from splitbench.runtime.model import pipeline_fingerprint, run_fingerprint
 from splitbench.runtime.server import Server
-from splitbench.training.checkpoint import save_weights
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("constriction")
@@ -48,26 +46,6 @@ NO_TORCH = textwrap.dedent("""
                 raise ImportError(f"{name} is not installed on this device")
     sys.meta_path.insert(0, NoTorch())
 """)
-
-
-def save_run(out: Path, seed: int = 0, **method_args) -> Path:
-    """A run folder as training leaves it, with random weights (``seed``) and the coder's tables built."""
-    raw = tiny_raw("entropic_student")
-    raw["method_args"].update(method_args)
-    config = validate(raw)
-    run = Run(config, out)
-    model = run.structure(torch.device("cpu")).eval()
-    bottleneck = model.trunk.bottleneck
-    torch.manual_seed(seed)  # after building: the builders may seed themselves
-    with torch.no_grad():  # random weights give a near-constant latent; widen it and perturb the density
-        bottleneck.encoder[-1].weight.mul_(40)
-        for p in bottleneck.coder.entropy_bottleneck.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    bottleneck.coder.update()
-    run.folder.mkdir(parents=True)
-    (run.folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    save_weights(model, run.weights, {"method": config.method, "config": config.model_dump(mode="json")})
-    return run.folder
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,11 @@ class Head(nn.Module, ABC):
         """Cheap metrics worth logging during training (accuracy); none by default."""
         return {}
 
+    def answer(self, prediction: Any, top_k: int = 5) -> dict[str, Any]:
+        """One image's prediction (a row or an entry of this head's predictions) as plain JSON types, for a
+        server's answer; each head kind says what its answer holds."""
+        raise SplitbenchError(f"a {type(self).__name__} has no JSON answer yet")
+
 
 class ClassificationHead(Head):
     """The backbone's own classifier stage (global pool + fc) on the last level; cross-entropy."""
@@ -149,6 +154,11 @@ class ClassificationHead(Head):
 
     def batch_metrics(self, predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"acc": (predictions.detach().argmax(1) == targets).float().mean()}
+
+    def answer(self, prediction: torch.Tensor, top_k: int = 5) -> dict[str, Any]:
+        """The top-k classes by softmax score (ties: the lower class first, as ``argmax``)."""
+        scores, classes = prediction.detach().float().softmax(-1).sort(descending=True, stable=True)
+        return {"classes": classes[:top_k].tolist(), "scores": scores[:top_k].tolist()}
 
 
 class DetectionHead(Head):
@@ -194,6 +204,11 @@ class DetectionHead(Head):
         proposals, rpn_losses = self.rpn(images, maps, targets)
         detections, box_losses = self.roi_heads(maps, proposals, sizes, targets)
         return detections, {**rpn_losses, **box_losses}
+
+    def answer(self, prediction: dict[str, torch.Tensor], top_k: int = 5) -> dict[str, Any]:
+        """Every detection (torchvision keeps them in descending score): boxes (x1, y1, x2, y2) in pixels."""
+        return {"boxes": prediction["boxes"].detach().float().tolist(), "labels": prediction["labels"].tolist(),
+                "scores": prediction["scores"].detach().float().tolist()}
 
 
 def pad_masks(masks: torch.Tensor | list[torch.Tensor], size: Size) -> torch.Tensor:
@@ -242,3 +257,12 @@ class SegmentationHead(Head):
         if self.training:  # like torchvision's heads: losses only, no predictions to compute
             return [], losses
         return [lg[:, :h, :w].argmax(0) for lg, (h, w) in zip(logits, sizes, strict=True)], losses
+
+    def answer(self, prediction: torch.Tensor, top_k: int = 5) -> dict[str, Any]:
+        """The class mask run-length coded in row-major order ([class, run length] pairs): a mask is mostly
+        long runs, so this is far shorter than one number per pixel."""
+        flat = prediction.flatten()
+        change = torch.nonzero(flat[1:] != flat[:-1]).flatten() + 1
+        starts = torch.cat([change.new_zeros(1), change])
+        lengths = torch.diff(torch.cat([starts, change.new_tensor([flat.numel()])]))
+        return {"size": list(prediction.shape), "runs": torch.stack([flat[starts], lengths], 1).tolist()}

@@ -97,6 +97,13 @@ class SplitNetwork(nn.Module):
         count = len(next(iter(predictions.values())))
         return [{task: p[i] for task, p in predictions.items()} for i in range(count)]
 
+    def answers(self, output: Any, top_k: int = 5) -> list[dict[str, Any]]:
+        """What :meth:`output` returned, as one JSON-ready dict per image: task → its head's answer."""
+        if len(self.heads) == 1:
+            ((task, head),) = self.heads.items()
+            return [{task: head.answer(p, top_k)} for p in output]
+        return [{task: head.answer(p[task], top_k) for task, head in self.heads.items()} for p in output]
+
     @torch.no_grad()
     def predict(self, images: Images) -> Any:
         """The unsplit forward of a trained model (the server of the codec baselines)."""

@@ -16,7 +16,14 @@ from typing import Any, NamedTuple
 import torch
 
 from splitbench.complexity import count_macs
-from splitbench.compression.bitstream import DEFAULT_BACKEND, BitstreamError, pack, unpack
+from splitbench.compression.bitstream import (
+    DEFAULT_BACKEND,
+    DEFAULT_MAX_BYTES,
+    Bitstream,
+    BitstreamError,
+    pack,
+    unpack,
+)
 from splitbench.compression.latent_coders import MAX_LATENT_ELEMENTS
 from splitbench.models.images import Images, Size, group_by_size, in_order, padded_size
 from splitbench.models.network import SplitNetwork
@@ -74,7 +81,7 @@ class LearnedPipeline(SplitPipeline):
         # Streams of one image size decode together, each with the entropy coder that wrote it (its backend).
         by_kind: dict[tuple[Size, str], list[tuple[int, tuple[bytes, ...]]]] = {}
         for i, payload in enumerate(payloads):
-            stream = unpack(payload, ndim=2, num_segments=self.coder.num_segments, backends=self.coder.backends)
+            stream = self.parse(payload)
             by_kind.setdefault(((stream.shape[0], stream.shape[1]), stream.backend), []).append((i, stream.segments))
         groups = []
         for (size, backend), items in by_kind.items():
@@ -82,12 +89,21 @@ class LearnedPipeline(SplitPipeline):
             groups.append(Group([i for i, _ in items], [size] * len(items), y_hat))
         return groups
 
+    def parse(self, payload: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Bitstream:
+        """One stream's container, checked against this model (2-D image size, its coder's segments and
+        backends, a latent within the limit) before anything reaches an entropy decoder."""
+        stream = unpack(payload, ndim=2, num_segments=self.coder.num_segments, backends=self.coder.backends,
+                        max_bytes=max_bytes)
+        self.latent_shape((stream.shape[0], stream.shape[1]))
+        return stream
+
     def latent_shape(self, size: Size) -> Size:
         """The latent's (h, w) for an image of ``size``: the encoder run on the meta device (shapes only),
         once per padded size; a size the encoder cannot take, or one whose latent is over the limit, is
         a :class:`BitstreamError`."""
         padded = padded_size([size], self.network.stride) if self.network.needs_image_size else size
-        if padded not in self._latent_shapes:
+        shape = self._latent_shapes.get(padded)  # read once: a server's request thread and model thread share this
+        if shape is None:
             try:
                 with torch.no_grad():
                     y = self._meta_encoder(torch.empty(1, 3, *padded, device="meta"))
@@ -98,8 +114,8 @@ class LearnedPipeline(SplitPipeline):
                                      f"model's limit of {self.max_latent_elements}")
             if len(self._latent_shapes) >= MAX_CACHED_SHAPES:
                 self._latent_shapes.clear()
-            self._latent_shapes[padded] = (int(y.shape[-2]), int(y.shape[-1]))
-        return self._latent_shapes[padded]
+            shape = self._latent_shapes[padded] = (int(y.shape[-2]), int(y.shape[-1]))
+        return shape
 
     @torch.no_grad()
     def server_forward(self, decoded: list[Group]) -> Any:

@@ -11,6 +11,7 @@ image's (h, w) and whose backend is the coder that wrote it.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,6 +77,15 @@ class Device:
             strings = self.coder.compress(self.latent(batch))
             out.update((i, pack(size, [s], self.coder.backend)) for i, s in zip(indices, strings, strict=True))
         return [out[i] for i in range(len(out))]
+
+    def encode_timed(self, image: np.ndarray) -> tuple[bytes, float, float]:
+        """One (3, h, w) image's bitstream, and the seconds its network and its entropy coding took (what the
+        device client reports per request)."""
+        start = time.perf_counter()
+        y = self.latent(self._padded(image)[None])
+        coded = time.perf_counter()
+        stream = pack(image.shape[-2:], self.coder.compress(y), self.coder.backend)
+        return stream, coded - start, time.perf_counter() - coded
 
     def _padded(self, image: np.ndarray) -> np.ndarray:
         """One image zero-padded bottom/right to a multiple of the bundle's (as the torch pipeline pads it)."""
