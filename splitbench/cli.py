@@ -20,6 +20,7 @@ def _setup_logging(verbose: bool) -> None:
                         datefmt="%H:%M:%S", handlers=[RichHandler(show_path=False, rich_tracebacks=False)])
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # matplotlib's PDF backend is chatty at INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request of the device client
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:

@@ -96,3 +96,20 @@ def trained_teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher_out")
     train_experiment(validate(tiny_raw()), out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, bundle) of a tiny exported Entropic Student, shared by the server and client tests."""
+    from splitbench.runtime.export import export_run
+
+    run = save_run(tmp_path_factory.mktemp("served_runs"))
+    return run, export_run(run, tmp_path_factory.mktemp("served_bundles") / "fp")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_export):
+    """The in-process server of :func:`tiny_export`'s run (one thread for torch: a shared CPU)."""
+    from splitbench.runtime.server import Server
+
+    return Server(tiny_export[0])

@@ -35,11 +35,16 @@ from starlette.requests import ClientDisconnect
 
 from splitbench.compression.bitstream import BitstreamError
 from splitbench.runtime.batcher import DynamicBatcher, QueueFull, Result
+from splitbench.runtime.protocol import (
+    FINGERPRINT_HEADER,
+    HEALTH,
+    INFER,
+    MAX_REQUEST_ID,
+    MODEL,
+    REQUEST_ID_HEADER,
+    STATS,
+)
 from splitbench.runtime.server import BatchAnswer
-
-FINGERPRINT_HEADER = "X-Splitbench-Fingerprint"
-REQUEST_ID_HEADER = "X-Request-Id"
-MAX_REQUEST_ID = 128
 
 
 class Model(Protocol):
@@ -153,23 +158,23 @@ def create_app(model: Model, settings: ServeSettings, manifest: dict[str, Any] |
         counts[str(error.status)] += 1
         return _refusal(error)
 
-    @app.get("/v1/health")
+    @app.get(HEALTH)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/model", dependencies=guarded)
+    @app.get(MODEL, dependencies=guarded)
     async def describe() -> dict[str, Any]:
         info = model.describe()
         return {**info, "manifest": manifest} if manifest is not None else info
 
-    @app.get("/v1/stats", dependencies=guarded)
+    @app.get(STATS, dependencies=guarded)
     async def stats() -> dict[str, Any]:
         sizes = state["batcher"].batch_sizes
         return {"requests": dict(counts), "batch_sizes": {str(k): v for k, v in sorted(sizes.items())},
                 "settings": {"max_batch": settings.max_batch, "max_delay_ms": settings.max_delay_ms,
                              "queue_size": settings.queue_size, "max_body_bytes": settings.max_body_bytes}}
 
-    @app.post("/v1/infer", dependencies=guarded)
+    @app.post(INFER, dependencies=guarded)
     async def infer(request: Request) -> Response:
         arrived = time.perf_counter()
         rid = request_id(request)

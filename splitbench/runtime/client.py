@@ -9,9 +9,10 @@ for the response after it arrives, so the measured latency includes the link. A 
 connection, a dropped connection, a timeout, a 5xx) is retried once, after ``retry_wait_s``, with the same
 ``X-Request-Id``; a 4xx is final. Every image appears in the record exactly once.
 
-Per request the record splits the latency into: device network, entropy encode, uplink, server queue, server
-decode, server network, downlink, and ``other`` (everything measured but not attributed: loopback transport,
-HTTP and JSON, the server reading the body; a retry's wait). Torch-free.
+Per request the record splits the latency into: device queue (waiting for the encoder behind other images),
+device network, entropy encode, uplink, server queue, server decode, server network, downlink, and ``other``
+(measured but not attributed: loopback transport, HTTP and JSON, the server reading the body; a retry's wait).
+Torch-free.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import httpx
 import numpy as np
 
 from splitbench.errors import SplitbenchError
-from splitbench.runtime.app import FINGERPRINT_HEADER, REQUEST_ID_HEADER
 from splitbench.runtime.device import Device
 from splitbench.runtime.inputs import Sample
 from splitbench.runtime.link import Link
+from splitbench.runtime.protocol import FINGERPRINT_HEADER, INFER, MODEL, REQUEST_ID_HEADER
 
-STAGES = ("device_network", "entropy_encode", "uplink", "server_queue", "server_decode", "server_network",
-          "downlink", "other", "total")
+STAGES = ("device_queue", "device_network", "entropy_encode", "uplink", "server_queue", "server_decode",
+          "server_network", "downlink", "other", "total")
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class DeviceClient:
         return headers
 
     async def _attempt(self, client: httpx.AsyncClient, stream: bytes, rid: str) -> dict[str, Any]:
-        request = client.build_request("POST", "/v1/infer", content=stream, headers=self._headers(rid))
+        request = client.build_request("POST", INFER, content=stream, headers=self._headers(rid))
         head = request_bytes(request)
         up = self.link.uplink.schedule(head + len(stream), self._now())
         await self._sleep_until(up.done_s)
@@ -131,6 +132,7 @@ class DeviceClient:
         loop = asyncio.get_running_loop()
         stream, network_s, encode_s = await loop.run_in_executor(self._encoder, self.device.encode_timed,
                                                                  sample.image)
+        queue_s = self._now() - started - network_s - encode_s  # waiting for the device's one encoder
         rid = f"{self.run_id}-{sample.index}"
         entry: dict[str, Any] = {"index": sample.index, "name": sample.name, "request_id": rid, "label": sample.label,
                                  "size": list(sample.image.shape[-2:]), "attempts": 0}
@@ -151,7 +153,7 @@ class DeviceClient:
             entry["errors"] = errors
         if out["status"] == "ok":
             ms = out["ms"]
-            ms.update(device_network=network_s * 1000, entropy_encode=encode_s * 1000,
+            ms.update(device_queue=queue_s * 1000, device_network=network_s * 1000, entropy_encode=encode_s * 1000,
                       total=(self._now() - started) * 1000)
             attributed = sum(ms[k] for k in STAGES if k not in ("other", "total"))
             ms["other"] = ms["total"] - attributed
@@ -185,7 +187,7 @@ class DeviceClient:
     async def _model(self, client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
         """The server's model, checked against the bundle before anything is sent."""
         try:
-            response = await client.get("/v1/model", headers=headers)
+            response = await client.get(MODEL, headers=headers)
         except httpx.HTTPError as error:
             raise SplitbenchError(f"cannot reach the server at {self.options.server}: {error}") from None
         if response.status_code != 200:

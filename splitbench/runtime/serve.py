@@ -94,7 +94,7 @@ class ThreadedServer:
             time.sleep(0.01)
         return self.url
 
-    def stop(self, force: bool = True) -> None:
+    def stop(self, force: bool = False) -> None:
         self.server.should_exit = True
         self.server.force_exit = force
         self.thread.join(timeout=10)
