@@ -8,7 +8,8 @@
   decodes its streams (each with the entropy coder recorded in it).
 * :mod:`~splitbench.runtime.bundle` and :mod:`~splitbench.runtime.fingerprint` are shared and torch-free.
 * ``splitbench serve`` (torch): :mod:`~splitbench.runtime.serve` runs :mod:`~splitbench.runtime.app` (FastAPI) on
-  uvicorn, which batches requests with :mod:`~splitbench.runtime.batcher` for a :class:`~splitbench.runtime.server.Server`.
+  uvicorn, which batches requests with :mod:`~splitbench.runtime.batcher` for a
+  :class:`~splitbench.runtime.server.Server`.
 * ``splitbench device`` (torch-free): :mod:`~splitbench.runtime.client` sends a device's streams over a link
   emulated by :mod:`~splitbench.runtime.link`; :mod:`~splitbench.runtime.protocol` holds the routes and headers.
 
