@@ -100,9 +100,10 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refused past ``limit`` bytes (413, on Content-Length first, then on what streams in) or when it
     takes over ``timeout_s`` to arrive (408: a client too slow to hold a connection)."""
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
-        raise HttpError(413 if length.isdigit() else 400, f"body of {length} bytes is over this server's limit of "
-                        f"{limit}" if length.isdigit() else "Content-Length is not a number", {"Connection": "close"})
+    if length is not None and not length.isdigit():
+        raise HttpError(400, "Content-Length is not a number", {"Connection": "close"})
+    if length is not None and int(length) > limit:
+        raise HttpError(413, f"body of {length} bytes is over this server's limit of {limit}", {"Connection": "close"})
 
     async def receive() -> bytes:
         body = bytearray()
