@@ -43,19 +43,24 @@ NOT_TRAINING = ("eval", "data.val_samples", "data.workers", "train.device", "tra
                 "train.checkpoint_every", "train.channels_last")
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def _flatten(tree: Any, prefix: str = "", into_lists: bool = False) -> dict[str, Any]:
+    """Dotted keys of a nested config; ``into_lists`` also descends into lists of mappings (``train.stages.0.…``)."""
+    if into_lists and isinstance(tree, list) and tree and all(isinstance(v, dict) for v in tree):
+        return {f"{prefix}.#": len(tree), **_flatten({str(i): v for i, v in enumerate(tree)}, prefix, True)}
     if not isinstance(tree, dict):
         return {prefix: tree}
     out: dict[str, Any] = {}
     for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key), into_lists))
     return out
 
 
-def training_settings(config: dict) -> dict[str, Any]:
+def training_settings(config: dict, into_lists: bool = False) -> dict[str, Any]:
     """A config's settings that decide the weights training produces (dotted keys), as opposed to how the run
-    is executed or evaluated (:data:`NOT_TRAINING`)."""
-    return {k: v for k, v in _flatten(config).items() if not any(k == n or k.startswith(n + ".") for n in NOT_TRAINING)}
+    is executed or evaluated (:data:`NOT_TRAINING`). The training hash keeps lists whole (``into_lists``
+    False), so the hashes of runs written before stay what they were."""
+    return {k: v for k, v in _flatten(config, into_lists=into_lists).items()
+            if not any(k == n or k.startswith(n + ".") for n in NOT_TRAINING)}
 
 
 class Run:
@@ -132,8 +137,9 @@ class Run:
         stored_file = self.folder / CONFIG
         if not stored_file.is_file():
             return
-        stored = training_settings(yaml.safe_load(stored_file.read_text()) or {})
-        current = training_settings(self.config.model_dump(mode="json"))
+        # Key by key, into the stages too: a setting the stored config lacks was added since, at its default.
+        stored = training_settings(yaml.safe_load(stored_file.read_text()) or {}, into_lists=True)
+        current = training_settings(self.config.model_dump(mode="json"), into_lists=True)
         differ = [k for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]]
         if differ:
             shown = ", ".join(f"{k}: {stored[k]!r} there, {current[k]!r} here" for k in differ[:3])

@@ -137,3 +137,24 @@ def test_a_per_step_cosine_schedule_decays_within_one_epoch_and_resumes_on_the_s
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected)
     resumed = train_experiment(config, tmp_path / "cut", progress=False, resume=True)
     assert same_weights(read_weights(full), read_weights(resumed))
+
+
+def test_a_run_folder_written_before_a_stage_setting_existed_is_still_reusable(tmp_path):
+    """A stage setting added since (``scheduler.interval``) is absent from an older run's config.yaml: that run
+    is still this config's at the default, and refused once the setting differs."""
+    import yaml
+
+    from splitbench.runs import CONFIG, Run
+
+    config = validate(tiny_raw())
+    run = Run(config, tmp_path)
+    stored = config.model_dump(mode="json")
+    for stage in stored["train"]["stages"]:
+        del stage["scheduler"]["interval"]  # as written before the field existed
+    run.folder.mkdir(parents=True)
+    (run.folder / CONFIG).write_text(yaml.safe_dump(stored))
+    run.check_reusable()
+    stages = [{**s, "scheduler": {"name": "cosine", "interval": "step"}} for s in stored["train"]["stages"]]
+    per_step = Run(validate(tiny_raw(train={"stages": stages})), tmp_path)
+    with pytest.raises(SplitbenchError, match=r"trained with other settings \(train.stages.0.scheduler"):
+        per_step.check_reusable()
