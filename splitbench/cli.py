@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              max_body_bytes=args.max_body_bytes, queue_size=args.queue_size, timeout_s=args.timeout_s)
     log.info("serving %s on http://%s:%d (batches of up to %d, %g ms)", args.target, settings.host, settings.port,
              settings.max_batch, settings.max_delay_ms)
-    serve(args.target, settings, args.run)
+    serve(args.target, settings, args.run, args.codec, args.max_pixels)
     return 0
 
 
@@ -107,10 +107,19 @@ def cmd_device(args: argparse.Namespace) -> int:
     import os
 
     from splitbench.runtime.client import ClientOptions, profile, run_device
-    from splitbench.runtime.device import Device
     from splitbench.runtime.link import Link
 
-    device = Device(args.bundle, threads=args.threads)
+    if (args.bundle is None) == (args.codec is None):
+        raise SplitbenchError("pass a bundle, or --codec NAME --quality Q (the full-offloading reference), not both")
+    if args.codec is not None:
+        from splitbench.runtime.codec_device import CodecDevice
+
+        device, image_size = CodecDevice(args.codec, args.quality), args.image_size
+    else:
+        from splitbench.runtime.device import Device
+
+        device = Device(args.bundle, threads=args.threads)
+        image_size = args.image_size or device.manifest["input"]["height"]
     if args.images:
         from splitbench.runtime.inputs import folder_samples
 
@@ -118,8 +127,7 @@ def cmd_device(args: argparse.Namespace) -> int:
     else:
         from splitbench.runtime.dataset_inputs import dataset_samples
 
-        samples = dataset_samples(args.data, args.split, args.num_samples, device.manifest["input"]["height"],
-                                  args.seed)
+        samples = dataset_samples(args.data, args.split, args.num_samples, image_size, args.seed)
     link = Link.build(args.uplink_mbps, args.downlink_mbps, args.rtt_ms, args.loss, args.trace, args.seed)
     options = ClientOptions(args.server, args.token or os.environ.get("SPLITBENCH_TOKEN"), args.concurrency,
                             args.timeout_s)
@@ -206,10 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger bodies get 413")
     p.add_argument("--queue-size", type=int, default=256, help="requests waiting beyond this get 503")
     p.add_argument("--timeout-s", type=float, default=10.0, help="per request: body arrival, then the answer")
+    p.add_argument("--codec", help="serve an unsplit run behind this image codec (jpeg, webp, ...): the "
+                                   "full-offloading reference")
+    p.add_argument("--max-pixels", type=int, default=1 << 24, help="with --codec: larger images (by their header) "
+                                                                    "are refused before decoding")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("device", help="the torch-free device: encode images, send them over an emulated link")
-    p.add_argument("bundle", type=Path, help="an exported bundle (splitbench export)")
+    p.add_argument("bundle", type=Path, nargs="?", help="an exported bundle (splitbench export), or pass --codec")
+    p.add_argument("--codec", help="no bundle: code each image with this codec (jpeg, webp, ...) and send it whole")
+    p.add_argument("--quality", type=float, default=75, help="with --codec: its quality (default 75)")
+    p.add_argument("--image-size", type=int, help="dataset images' size (default: the bundle's; with --codec, the "
+                                                  "dataset's)")
     p.add_argument("--server", required=True, help="the edge server's URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--data", default="shapes", help="a dataset name (default shapes; loading it uses torch)")
     p.add_argument("--split", default="val")

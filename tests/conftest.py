@@ -63,11 +63,8 @@ def save_run(out: Path, seed: int = 0, **method_args) -> Path:
     """A tiny Entropic Student (fp) run folder as training leaves it, with random weights (``seed``) and the
     coder's tables built (nothing trains: seconds). Its encoder's output is widened so the latent spans many
     symbols."""
-    import yaml
-
     from splitbench.experiment import validate
     from splitbench.runs import Run
-    from splitbench.training.checkpoint import save_weights
 
     raw = tiny_raw("entropic_student")
     raw["method_args"].update(method_args)
@@ -81,10 +78,32 @@ def save_run(out: Path, seed: int = 0, **method_args) -> Path:
         for p in bottleneck.coder.entropy_bottleneck.parameters():
             p.add_(0.1 * torch.randn_like(p))
     bottleneck.coder.update()
+    return write_run(run, model)
+
+
+def write_run(run, model: torch.nn.Module) -> Path:
+    """``run``'s folder as training leaves it (config.yaml, weights with their config), holding ``model``."""
+    import yaml
+
+    from splitbench.training.checkpoint import save_weights
+
+    dumped = run.config.model_dump(mode="json")
     run.folder.mkdir(parents=True)
-    (run.folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    save_weights(model, run.weights, {"method": config.method, "config": config.model_dump(mode="json")})
+    (run.folder / "config.yaml").write_text(yaml.safe_dump(dumped, sort_keys=False))
+    save_weights(model, run.weights, {"method": run.config.method, "config": dumped})
     return run.folder
+
+
+def save_classifier_run(out: Path, seed: int = 0) -> Path:
+    """A tiny unsplit (classifier) run folder with random weights (``seed``): the teacher that input-codec runs
+    and the codec server load, in seconds."""
+    from splitbench.experiment import validate
+    from splitbench.runs import Run
+
+    config = validate(tiny_raw())
+    run = Run(config, out)
+    torch.manual_seed(seed)
+    return write_run(run, run.structure(torch.device("cpu")).eval())
 
 
 @pytest.fixture(scope="session")

@@ -139,10 +139,11 @@ def test_recipes_and_methods_never_test_a_models_type(folder):
                 assert ast.unparse(node.args[1]) in allowed, f"{path.name}:{node.lineno}: {ast.unparse(node)}"
 
 
-# Run where torch is not installed (tests/test_export.py runs the device so): the device, and the client's
-# encode-and-send path (its link model, its image reader, the wire protocol).
-TORCH_FREE = ("splitbench.runtime.device", "splitbench.runtime.client", "splitbench.runtime.link",
-              "splitbench.runtime.inputs", "splitbench.runtime.protocol")
+# Run where torch is not installed (tests/test_export.py runs the device so): the device, the codec device of the
+# full-offloading reference, and the client's encode-and-send path (its link model, its image reader, the wire
+# protocol).
+TORCH_FREE = ("splitbench.runtime.device", "splitbench.runtime.codec_device", "splitbench.runtime.client",
+              "splitbench.runtime.link", "splitbench.runtime.inputs", "splitbench.runtime.protocol")
 
 
 def imports_torch(path: Path) -> bool:
@@ -168,5 +169,7 @@ def test_the_device_runtime_imports_nothing_that_imports_torch(graph):
             todo += [".".join(parts[:i]) for i in range(1, len(parts))] + sorted(graph[module])
         if root == "splitbench.runtime.device":  # the walk really follows imports
             assert "splitbench.compression.bitstream" in seen
+        if root == "splitbench.runtime.codec_device":
+            assert "splitbench.codecs.pillow_codecs" in seen
         wrong = sorted(m for m in seen if imports_torch(paths[m]))
         assert not wrong, f"{root} imports {wrong}, which import torch"

@@ -77,6 +77,11 @@ class ImageCodec(ABC):
         rgb = self.decode(data).astype(np.float64)
         return np.clip(np.rint(rgb @ LUMA_WEIGHTS), 0, 255).astype(np.uint8)
 
+    def image_size(self, data: bytes) -> tuple[int, int]:
+        """The (height, width) a bitstream claims, read from its header without decoding it: what a server
+        checks against its pixel limit before it allocates anything. Codecs that cannot tell say so."""
+        raise CodecError(f"{self.name} cannot read an image's size without decoding it")
+
     def describe(self) -> dict:
         """Settings that identify this rate point in a result record."""
         return {"codec": self.name, "quality": self.quality}

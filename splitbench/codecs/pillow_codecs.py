@@ -44,7 +44,8 @@ class PillowCodec(ImageCodec):
     """A codec Pillow writes and reads by format name; subclasses set the format and save options."""
 
     pil_format: str = ""
-    # Largest decoded image accepted, checked on the header before pixels are allocated.
+    # Largest decoded image accepted, checked on the header before pixels are allocated (a server sets its own on
+    # the instance). Pillow's Image.MAX_IMAGE_PIXELS bomb check still applies on top: it raises at twice that.
     max_pixels: int = 1 << 26
 
     def __init__(self, quality: float) -> None:
@@ -66,18 +67,33 @@ class PillowCodec(ImageCodec):
             raise CodecError(f"{self.name} cannot encode a {img.mode} {img.size} image: {error}") from error
         return buffer.getvalue()
 
-    def _open(self, data: bytes, mode: str) -> np.ndarray:
-        data = check_bytes(data, self.name)
+    def _header(self, data: bytes) -> Image.Image:
+        """The image opened lazily (header parsed, no pixels yet), refused over :attr:`max_pixels`."""
+        img = Image.open(io.BytesIO(check_bytes(data, self.name)), formats=[self.pil_format])
+        width, height = img.size
+        if width * height > self.max_pixels:
+            img.close()
+            raise CodecError(f"{self.name} image of {width}x{height} exceeds {self.max_pixels} pixels")
+        return img
+
+    def image_size(self, data: bytes) -> tuple[int, int]:
         self.load_backend()
         try:
-            with Image.open(io.BytesIO(data), formats=[self.pil_format]) as img:
-                width, height = img.size
-                if width * height > self.max_pixels:
-                    raise CodecError(
-                        f"{self.name} image of {width}x{height} exceeds {self.max_pixels} pixels"
-                    )
+            with self._header(data) as img:
+                return img.size[1], img.size[0]
+        except CodecError:
+            raise
+        except _DECODE_ERRORS as error:
+            raise CodecError(f"cannot decode {self.name} bitstream: {error}") from error
+
+    def _open(self, data: bytes, mode: str) -> np.ndarray:
+        self.load_backend()
+        try:
+            with self._header(data) as img:
                 img.load()
                 return np.asarray(img.convert(mode))
+        except CodecError:
+            raise
         except _DECODE_ERRORS as error:
             raise CodecError(f"cannot decode {self.name} bitstream: {error}") from error
 

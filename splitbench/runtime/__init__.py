@@ -12,6 +12,8 @@
   :class:`~splitbench.runtime.server.Server`.
 * ``splitbench device`` (torch-free): :mod:`~splitbench.runtime.client` sends a device's streams over a link
   emulated by :mod:`~splitbench.runtime.link`; :mod:`~splitbench.runtime.protocol` holds the routes and headers.
+* The full-offloading reference: ``serve RUN_DIR --codec jpeg`` (:mod:`~splitbench.runtime.codec_server`, torch)
+  and ``device --codec jpeg`` (:mod:`~splitbench.runtime.codec_device`, torch-free) send whole image files.
 
 This package's ``__init__`` imports nothing, so the device side never pulls in torch.
 """

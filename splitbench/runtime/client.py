@@ -1,5 +1,7 @@
-"""``splitbench device BUNDLE --server URL``: the torch-free device encodes each image, sends it over an emulated
-link to the edge server, and records accuracy, bytes and where each request's time went.
+"""``splitbench device BUNDLE --server URL`` (or ``--codec jpeg --quality Q``): the torch-free device encodes each
+image, sends it over an emulated link to the edge server, and records accuracy, bytes and where each request's
+time went. The encoder is a bundle's :class:`~splitbench.runtime.device.Device` or, for the full-offloading
+reference, a :class:`~splitbench.runtime.codec_device.CodecDevice` (its "entropy encode" is the codec's encode).
 
 Each image is its own request (``POST /v1/infer``), over ``concurrency`` keep-alive connections (httpx). Encoding
 runs in one worker thread (the device has one encoder), so requests overlap their link and server time, not
@@ -23,13 +25,12 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
 
 from splitbench.errors import SplitbenchError
-from splitbench.runtime.device import Device
 from splitbench.runtime.inputs import Sample
 from splitbench.runtime.link import Link
 from splitbench.runtime.protocol import FINGERPRINT_HEADER, INFER, MODEL, REQUEST_ID_HEADER
@@ -66,14 +67,27 @@ def response_header_bytes(response: httpx.Response) -> int:
     return line + sum(len(k) + len(v) + 4 for k, v in response.headers.raw) + 2
 
 
+class Encoder(Protocol):
+    """What the client needs of a device: the fingerprint it sends, a check of the server's model, one image's
+    stream with its network and entropy-coding seconds, and what to call it in the record."""
+
+    fingerprint: str
+
+    def check_server(self, model: dict[str, Any], url: str) -> None: ...
+
+    def encode_timed(self, image: np.ndarray) -> tuple[bytes, float, float]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 class Retryable(Exception):
     """An attempt that may succeed if repeated (transport failure, timeout, 5xx)."""
 
 
 class DeviceClient:
-    """Sends samples from a :class:`~splitbench.runtime.device.Device` to a server over a :class:`Link`."""
+    """Sends samples from a device (an :class:`Encoder`) to a server over a :class:`Link`."""
 
-    def __init__(self, device: Device, options: ClientOptions, link: Link | None = None) -> None:
+    def __init__(self, device: Encoder, options: ClientOptions, link: Link | None = None) -> None:
         self.device = device
         self.options = options
         self.link = link or Link.build()
@@ -185,7 +199,7 @@ class DeviceClient:
         return summarize([entries[s.index] for s in samples], wall, model, self)
 
     async def _model(self, client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
-        """The server's model, checked against the bundle before anything is sent."""
+        """The server's model, checked by the device before anything is sent."""
         try:
             response = await client.get(MODEL, headers=headers)
         except httpx.HTTPError as error:
@@ -194,10 +208,7 @@ class DeviceClient:
             raise SplitbenchError(f"{self.options.server}/v1/model: HTTP {response.status_code} "
                                   f"{response.text[:200]}")
         model = response.json()
-        if model.get("fingerprint") != self.device.fingerprint:
-            raise SplitbenchError(f"the server at {self.options.server} serves another model (fingerprint "
-                                  f"{str(model.get('fingerprint'))[:12]}…, this bundle's "
-                                  f"{self.device.fingerprint[:12]}…)")
+        self.device.check_server(model, self.options.server)
         return model
 
 
@@ -217,7 +228,7 @@ def summarize(entries: list[dict[str, Any]], wall_s: float, model: dict[str, Any
     bytes_ = {k: percentiles([e["bytes"][k] for e in ok]) for k in ("payload", "request_headers", "response", "wire")}
     latency = {s: percentiles([e["ms"][s] for e in ok]) for s in STAGES}
     sizes = [e["batch_size"] for e in ok]
-    return {"server": client.options.server, "bundle": str(client.device.folder), "run": model.get("run"),
+    return {"server": client.options.server, "device": client.device.describe(), "run": model.get("run"),
             "fingerprint": client.device.fingerprint, "num_images": len(entries), "answered": len(ok),
             "refused": sum(e["status"] == "refused" for e in entries),
             "failed": sum(e["status"] == "failed" for e in entries),
@@ -233,14 +244,14 @@ def profile(record: dict[str, Any]) -> dict[str, Any]:
     for e in record["images"]:
         if e["status"] == "ok":
             by_size.setdefault("x".join(map(str, e["size"])), []).append(e)
-    return {"bundle": record["bundle"], "sizes": {
+    return {"device": record["device"], "sizes": {
         size: {"images": len(es), "device_network_ms": percentiles([e["ms"]["device_network"] for e in es]),
                "entropy_encode_ms": percentiles([e["ms"]["entropy_encode"] for e in es]),
                "payload_bytes": percentiles([e["bytes"]["payload"] for e in es])}
         for size, es in sorted(by_size.items())}}
 
 
-def run_device(device: Device, samples: Sequence[Sample], options: ClientOptions,
+def run_device(device: Encoder, samples: Sequence[Sample], options: ClientOptions,
                link: Link | None = None) -> dict[str, Any]:
     """The client's record for ``samples`` (blocking: runs its own event loop)."""
     if options.concurrency < 1:

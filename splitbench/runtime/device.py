@@ -62,6 +62,15 @@ class Device:
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
 
+    def check_server(self, model: dict[str, Any], url: str) -> None:
+        """Refuse, in one line, a server of another model than this bundle's (before anything is sent)."""
+        if model.get("fingerprint") != self.fingerprint:
+            raise BundleError(f"the server at {url} serves another model (fingerprint "
+                              f"{str(model.get('fingerprint'))[:12]}…, this bundle's {self.fingerprint[:12]}…)")
+
+    def describe(self) -> dict[str, Any]:
+        return {"bundle": str(self.folder)}
+
     def latent(self, batch: np.ndarray) -> np.ndarray:
         """The network's latent y (N, C, h, w) for a batch of [0, 1] float32 RGB images (N, 3, H, W)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)

@@ -1,10 +1,13 @@
-"""``splitbench serve RUN_DIR | BUNDLE --run RUN_DIR``: the edge server on uvicorn, and the same server in a thread.
+"""``splitbench serve RUN_DIR | BUNDLE --run RUN_DIR | RUN_DIR --codec jpeg``: the edge server on uvicorn, and the
+same server in a thread.
 
 What a server needs is the run folder (the server network and the coder); a bundle only says which model its
 devices run. So ``serve RUN_DIR`` serves the run, and ``serve BUNDLE --run RUN_DIR`` serves the run *and* checks,
 at start, that the bundle was exported from it (fingerprints equal), then reports the bundle's manifest on
 ``GET /v1/model``. The manifest names its run (``OUT/<run>``) but not the ``OUT`` folder it was trained in,
-so ``--run`` is required with a bundle rather than guessed.
+so ``--run`` is required with a bundle rather than guessed. ``serve RUN_DIR --codec NAME`` serves an unsplit
+(classifier) run behind a standard image codec: the full-offloading reference
+(:mod:`~splitbench.runtime.codec_server`).
 
 The server binds 127.0.0.1 by default; binding any other address without a token is refused, since anyone who
 can reach the port could then use the model.
@@ -23,16 +26,24 @@ import uvicorn
 from fastapi import FastAPI
 
 from splitbench.errors import SplitbenchError
-from splitbench.runtime.app import ServeSettings, create_app
+from splitbench.runtime.app import Model, ServeSettings, create_app
 from splitbench.runtime.bundle import MANIFEST
+from splitbench.runtime.codec_server import DEFAULT_MAX_PIXELS, CodecServer
 from splitbench.runtime.server import Server
 
 MAX_CONNECTIONS = 512  # uvicorn answers 503 beyond this many open connections and tasks
 
 
-def load_model(target: Path, run: Path | None = None) -> tuple[Server, dict[str, Any] | None]:
-    """The server of ``target`` (a run folder, or a bundle with ``run`` its run folder) and the bundle's manifest."""
+def load_model(target: Path, run: Path | None = None, codec: str | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Model, dict[str, Any] | None]:
+    """The server of ``target`` (a run folder, a bundle with ``run`` its run folder, or an unsplit run folder
+    behind ``codec``) and the bundle's manifest."""
     target = Path(target)
+    if codec is not None:
+        if run is not None or (target / MANIFEST).is_file():
+            raise SplitbenchError("--codec serves an unsplit run folder (the device sends image files); bundles "
+                                  "and --run are for learned bottlenecks")
+        return CodecServer(target, codec, max_pixels=max_pixels), None
     if (target / MANIFEST).is_file():
         if run is None:
             raise SplitbenchError(f"{target} is a bundle; its server runs the run it was exported from: pass "
@@ -59,9 +70,10 @@ def uvicorn_config(app: FastAPI, settings: ServeSettings) -> uvicorn.Config:
                           timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS, lifespan="on")
 
 
-def serve(target: Path, settings: ServeSettings, run: Path | None = None) -> None:
+def serve(target: Path, settings: ServeSettings, run: Path | None = None, codec: str | None = None,
+          max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Load the model and serve it until interrupted."""
-    model, manifest = load_model(target, run)
+    model, manifest = load_model(target, run, codec, max_pixels)
     uvicorn.Server(uvicorn_config(create_app(model, settings, manifest), settings)).run()
 
 

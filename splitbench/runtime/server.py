@@ -33,7 +33,39 @@ class BatchAnswer:
     sizes: list[int] = field(default_factory=list)  # the batch size each answer was computed in
 
 
-class Server:
+class ServedModel:
+    """What every served model shares: one answer per payload, computed as a batch, with a payload only its
+    decoder refuses failing alone. Subclasses set ``pipeline``, ``fingerprint`` and ``top_k`` and say how a
+    payload is checked and decoded (a :class:`BitstreamError` is the client's fault)."""
+
+    pipeline: Any
+    fingerprint: str
+    top_k: int
+
+    def decode(self, payloads: list[bytes]) -> Any:
+        """The server network's input for these payloads, decoded together."""
+        return self.pipeline.decode(payloads)
+
+    def answer(self, payloads: list[bytes]) -> BatchAnswer:
+        """One answer per stream, computed together. A stream that passes ``check`` but that the decoder
+        refuses fails alone: the batch is then answered stream by stream."""
+        start = time.perf_counter()
+        try:
+            decoded = self.decode(payloads)
+        except BitstreamError as error:
+            if len(payloads) == 1:
+                return BatchAnswer([error], time.perf_counter() - start, 0.0, [1])
+            parts = [self.answer([p]) for p in payloads]
+            return BatchAnswer([a for p in parts for a in p.answers], sum(p.decode_s for p in parts),
+                               sum(p.network_s for p in parts), [1] * len(payloads))
+        decoded_at = time.perf_counter()
+        output = self.pipeline.server_forward(decoded)
+        answers = self.pipeline.network.answers(output, self.top_k)
+        return BatchAnswer(list(answers), decoded_at - start, time.perf_counter() - decoded_at,
+                           [len(payloads)] * len(payloads))
+
+
+class Server(ServedModel):
     """A trained run folder's server side, with the model fingerprint its device bundles must carry."""
 
     def __init__(self, run_dir: Path, device: torch.device | str = "cpu", top_k: int = 5) -> None:
@@ -52,10 +84,6 @@ class Server:
                                   f"{self.fingerprint[:12]}…); export it from this run")
         return manifest
 
-    def decode(self, payloads: list[bytes]) -> list[Any]:
-        """Each stream's decoded latent (the pipeline's groups by image size and coder)."""
-        return self.pipeline.decode(payloads)
-
     def predict(self, payloads: list[bytes]) -> Any:
         """Predictions for one bitstream per sample, in order."""
         return self.pipeline.server(payloads)
@@ -64,24 +92,6 @@ class Server:
         """Refuse, with the parser's one-line :class:`BitstreamError`, a stream this model cannot decode (bad
         container, CRC, backend, segments, an image size it cannot take), before it joins a batch."""
         self.pipeline.parse(payload, max_bytes)
-
-    def answer(self, payloads: list[bytes]) -> BatchAnswer:
-        """One answer per stream, computed together. A stream that passes :meth:`check` but that the entropy
-        decoder refuses fails alone: the batch is then answered stream by stream."""
-        start = time.perf_counter()
-        try:
-            decoded = self.pipeline.decode(payloads)
-        except BitstreamError as error:
-            if len(payloads) == 1:
-                return BatchAnswer([error], time.perf_counter() - start, 0.0, [1])
-            parts = [self.answer([p]) for p in payloads]
-            return BatchAnswer([a for p in parts for a in p.answers], sum(p.decode_s for p in parts),
-                               sum(p.network_s for p in parts), [1] * len(payloads))
-        decoded_at = time.perf_counter()
-        output = self.pipeline.server_forward(decoded)
-        answers = self.pipeline.network.answers(output, self.top_k)
-        return BatchAnswer(list(answers), decoded_at - start, time.perf_counter() - decoded_at,
-                           [len(payloads)] * len(payloads))
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` reports: the run, its fingerprint, its tasks and classes, the streams it reads."""
