@@ -59,14 +59,14 @@ def tiny_raw(method: str = "classifier", **sections) -> dict:
     return raw
 
 
-def save_run(out: Path, seed: int = 0, **method_args) -> Path:
+def save_run(out: Path, seed: int = 0, sections: dict | None = None, **method_args) -> Path:
     """A tiny Entropic Student (fp) run folder as training leaves it, with random weights (``seed``) and the
     coder's tables built (nothing trains: seconds). Its encoder's output is widened so the latent spans many
-    symbols."""
+    symbols. ``sections`` override config sections (another task and its head)."""
     from splitbench.experiment import validate
     from splitbench.runs import Run
 
-    raw = tiny_raw("entropic_student")
+    raw = tiny_raw("entropic_student", **(sections or {}))
     raw["method_args"].update(method_args)
     config = validate(raw)
     run = Run(config, out)
