@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=10.0, help="per request: body arrival, then the answer")
     p.add_argument("--codec", help="serve an unsplit run behind this image codec (jpeg, webp, ...): the "
                                    "full-offloading reference")
-    p.add_argument("--max-pixels", type=int, default=1 << 24, help="with --codec: larger images (by their header) "
-                                                                    "are refused before decoding")
+    p.add_argument("--max-pixels", type=int, help="with --codec: larger images (by their header) are refused "
+                                                  "before decoding (default 4096 x 4096)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("device", help="the torch-free device: encode images, send them over an emulated link")

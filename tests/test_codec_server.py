@@ -129,6 +129,8 @@ def test_codec_serving_needs_an_unsplit_run_and_a_sized_codec(tmp_path, tiny_exp
         CodecServer(save_run(tmp_path), "jpeg")
     with pytest.raises(SplitbenchError, match="bundles and --run are for learned"):
         load_model(tiny_export[1], codec="jpeg")
+    with pytest.raises(SplitbenchError, match="--max-pixels goes with --codec"):
+        load_model(tiny_export[0], max_pixels=100)
 
 
 def test_the_device_rounds_pixels_as_the_pipeline():

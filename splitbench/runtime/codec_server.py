@@ -40,6 +40,8 @@ class CodecServer(ServedModel):
 
     def __init__(self, run_dir: Path, codec: str, device: torch.device | str = "cpu", top_k: int = 5,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        if max_pixels < 1:
+            raise SplitbenchError(f"the pixel limit must be at least 1, got {max_pixels}")
         self.run_dir = Path(run_dir)
         self.config, served = load_run_pipeline(run_dir, device)
         if not isinstance(served, InputCodecPipeline):

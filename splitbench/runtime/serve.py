@@ -35,15 +35,17 @@ MAX_CONNECTIONS = 512  # uvicorn answers 503 beyond this many open connections a
 
 
 def load_model(target: Path, run: Path | None = None, codec: str | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Model, dict[str, Any] | None]:
+               max_pixels: int | None = None) -> tuple[Model, dict[str, Any] | None]:
     """The server of ``target`` (a run folder, a bundle with ``run`` its run folder, or an unsplit run folder
-    behind ``codec``) and the bundle's manifest."""
+    behind ``codec``, refusing images over ``max_pixels``) and the bundle's manifest."""
     target = Path(target)
     if codec is not None:
         if run is not None or (target / MANIFEST).is_file():
             raise SplitbenchError("--codec serves an unsplit run folder (the device sends image files); bundles "
                                   "and --run are for learned bottlenecks")
-        return CodecServer(target, codec, max_pixels=max_pixels), None
+        return CodecServer(target, codec, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels), None
+    if max_pixels is not None:
+        raise SplitbenchError("--max-pixels goes with --codec (a learned bottleneck's stream carries its own size)")
     if (target / MANIFEST).is_file():
         if run is None:
             raise SplitbenchError(f"{target} is a bundle; its server runs the run it was exported from: pass "
@@ -71,7 +73,7 @@ def uvicorn_config(app: FastAPI, settings: ServeSettings) -> uvicorn.Config:
 
 
 def serve(target: Path, settings: ServeSettings, run: Path | None = None, codec: str | None = None,
-          max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+          max_pixels: int | None = None) -> None:
     """Load the model and serve it until interrupted."""
     model, manifest = load_model(target, run, codec, max_pixels)
     uvicorn.Server(uvicorn_config(create_app(model, settings, manifest), settings)).run()
