@@ -131,6 +131,8 @@ def test_codec_serving_needs_an_unsplit_run_and_a_sized_codec(tmp_path, tiny_exp
         load_model(tiny_export[1], codec="jpeg")
     with pytest.raises(SplitbenchError, match="--max-pixels goes with --codec"):
         load_model(tiny_export[0], max_pixels=100)
+    with pytest.raises(SplitbenchError, match="behind a codec with `splitbench serve RUN --codec jpeg`"):
+        load_model(save_classifier_run(tmp_path / "unsplit"))  # a classifier run without --codec
 
 
 def test_the_device_rounds_pixels_as_the_pipeline():

@@ -112,7 +112,8 @@ class InputCodecPipeline(CodecPipeline):
 
     def device_export(self) -> DeviceExport:
         raise SplitbenchError("codecs need no export: the device runs a standard codec (or sends raw pixels) and "
-                              "nothing learned; export a learned bottleneck's run")
+                              "nothing learned; export a learned bottleneck's run, or serve this unsplit run "
+                              "behind a codec with `splitbench serve RUN --codec jpeg`")
 
 
 class FeatureCodecPipeline(CodecPipeline):
