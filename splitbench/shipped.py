@@ -11,7 +11,6 @@ point's training settings are the shipped ones; anything else (other settings, `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -22,6 +21,7 @@ import yaml
 
 from splitbench.errors import CheckpointError
 from splitbench.experiment import validate
+from splitbench.hashing import sha256_file
 from splitbench.runs import CONFIG, WEIGHTS, Run
 from splitbench.training.checkpoint import atomic_write, weights_metadata
 
@@ -48,21 +48,13 @@ def shipped_runs() -> dict[str, ShippedRun]:
             for name, e in entries.items()}
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def install(run: Run) -> bool:
     """Install the shipped weights of ``run`` into its folder, hash-checked, if its training settings are the
     ones they were trained with; False (and nothing written) when nothing is shipped for these settings."""
     entry = shipped_runs().get(run.name)
     if entry is None or entry.training_hash != run.training_hash:
         return False
-    if not entry.file.is_file() or sha256(entry.file) != entry.sha256:
+    if not entry.file.is_file() or sha256_file(entry.file) != entry.sha256:
         raise CheckpointError(f"the shipped weights {entry.file} are missing or corrupt (SHA-256 is not "
                               f"{entry.sha256}); reinstall splitbench, or train them again: {entry.command}")
     text = yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False)
@@ -82,7 +74,7 @@ def add(run_dir: Path, command: str) -> ShippedRun:
     target = SHIPPED / f"{run.name}.safetensors"
     shutil.copyfile(weights, target)
     entries = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
-    entries[run.name] = {"file": target.name, "sha256": sha256(target), "training_hash": run.training_hash,
+    entries[run.name] = {"file": target.name, "sha256": sha256_file(target), "training_hash": run.training_hash,
                          "command": command}
     MANIFEST.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     return shipped_runs()[run.name]

@@ -25,8 +25,9 @@ from splitbench.compression.constriction_coder import ConstrictionCoder
 from splitbench.data import get_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.experiment import validate
+from splitbench.hashing import sha256_file
 from splitbench.pipelines import LearnedPipeline
-from splitbench.runtime.bundle import MANIFEST, NETWORK, TABLES, BundleError, read_manifest, sha256_file
+from splitbench.runtime.bundle import MANIFEST, NETWORK, TABLES, BundleError, read_manifest
 from splitbench.runtime.export import export_run
 from splitbench.runtime.fingerprint import fingerprint
 from splitbench.runtime.model import pipeline_fingerprint, run_fingerprint

@@ -12,6 +12,7 @@ from splitbench import shipped
 from splitbench.bench.suite import suite_points
 from splitbench.errors import CheckpointError
 from splitbench.experiment import load_configs
+from splitbench.hashing import sha256_file
 from splitbench.runs import Run
 
 
@@ -19,7 +20,7 @@ def test_every_shipped_file_is_intact_and_names_its_command():
     runs = shipped.shipped_runs()
     assert "classifier-resnet10n" in runs
     for entry in runs.values():
-        assert shipped.sha256(entry.file) == entry.sha256, entry.name
+        assert sha256_file(entry.file) == entry.sha256, entry.name
         assert entry.file.stat().st_size < 10e6 and entry.command.startswith("splitbench train ")
 
 
@@ -32,7 +33,7 @@ def test_the_shipped_teacher_is_the_packaged_configs_and_converged(tmp_path):
     config = load_configs("shapes/teacher.yaml", ["eval.split=test", "eval.num_samples=400"])[0]
     run = Run(config, tmp_path)
     assert shipped.install(run)
-    assert shipped.sha256(run.weights) == shipped.shipped_runs()[run.name].sha256
+    assert sha256_file(run.weights) == shipped.shipped_runs()[run.name].sha256
     record = run.evaluate(progress=False)[0]
     assert record["metrics"]["top1"] >= 0.9
 

@@ -11,12 +11,12 @@ Torch-free: the device loads bundles with this module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from splitbench.errors import SplitbenchError
+from splitbench.hashing import sha256_file
 
 FORMAT = 1  # the bundle layout; a reader refuses others
 NETWORK = "device.onnx"
@@ -26,14 +26,6 @@ MANIFEST = "manifest.json"
 
 class BundleError(SplitbenchError):
     """A bundle is missing, incomplete, modified or of another format; the message names the file."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
