@@ -147,6 +147,12 @@ class Run:
             raise SplitbenchError(f"{self.folder} was trained with other settings ({shown}{more}); "
                                   f"use another --out, or delete that folder to retrain")
 
+    def write_config(self) -> None:
+        """The run folder's ``config.yaml``: what the folder was trained (or composed) with."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+        atomic_write(self.folder / CONFIG, lambda p: p.write_text(text))
+
     def dataset(self, split: str, num_samples: int | None, train: bool) -> Dataset:
         d = self.config.data
         pipeline = None if d.transforms is None else d.transforms.train if train else d.transforms.eval
@@ -206,9 +212,7 @@ class Run:
             self.init_from_run(model)
             module = method.recipe(ctx, self.args, model, teacher)
             if info.is_main:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-                atomic_write(self.folder / CONFIG, lambda p: p.write_text(text))
+                self.write_config()
                 log.info("training %s on %d samples (%s, %d process%s) -> %s", self.name, len(dataset), device,
                          info.world_size, "es" if info.world_size > 1 else "", self.folder)
             barrier(info)
@@ -266,6 +270,8 @@ class Run:
         c = self.config
         device = resolve_device(c.eval.device)
         pipeline = self.pipeline(device, checkpoint)
+        if self.method.composed:  # the composition's folder, for `splitbench export` and `serve`
+            self.write_config()
         dataset = self.dataset(c.eval.split, c.eval.num_samples or c.data.val_samples, train=False)
         loader = DataLoader(dataset, batch_size=c.eval.batch_size, shuffle=False, num_workers=c.data.workers,
                             collate_fn=c.task_spec.collate)

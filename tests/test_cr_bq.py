@@ -80,3 +80,18 @@ def test_integer_zero_point_format():
     scale, zero_point = coder._params(y)
     assert zero_point[1].item() == 0 and torch.equal(zero_point, zero_point.floor())
     assert coder.decompress(strings, (4, 4))[1].min() > 0
+
+
+@pytest.mark.parametrize("integer_zero_point", [False, True])
+def test_the_torch_quantizer_and_the_numpy_code_agree_to_the_bit(integer_zero_point):
+    """The eval forward (torch) and the bytes (numpy, also the torch-free device's) are one arithmetic: decoding
+    the bytes gives exactly the torch quantizer's output, also for constant and one-signed samples."""
+    coder = Quantize8Bit(3, integer_zero_point=integer_zero_point).eval()
+    torch.manual_seed(0)
+    y = torch.randn(6, 3, 5, 7) * torch.logspace(-3, 3, 6).view(-1, 1, 1, 1)
+    y[1] = 0.25  # constant
+    y[2] = y[2].abs() + 1  # all positive
+    strings = coder.compress(y)
+    assert torch.equal(coder.decompress(strings, (5, 7)), coder.quantize(y))
+    values, _, _ = coder.code.quantize(y.numpy())
+    assert values.reshape(y.shape).tolist() == coder._symbols(y, *coder._params(y)).to(torch.uint8).tolist()

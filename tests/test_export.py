@@ -264,6 +264,47 @@ def one_line_refusal(run: Path, out: Path, match: str) -> None:
     assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
 
 
+def test_a_cr_bq_run_exports_and_its_torch_free_streams_are_evaluates(tmp_path, images):
+    """CR+BQ's device half: the ONNX network and the numpy 8-bit code, whose default-container streams the run's
+    server decodes; they are the torch pipeline's streams up to the two runtimes' float rounding."""
+    from conftest import write_run
+
+    from splitbench.runs import Run
+
+    run = Run(validate(tiny_raw("cr_bq", method_args={"channels": 3})), tmp_path / "runs")
+    torch.manual_seed(0)
+    run_dir = write_run(run, run.structure(torch.device("cpu")).eval())
+    bundle = export_run(run_dir, tmp_path / "bundle")
+    manifest = read_manifest(bundle)
+    assert manifest["coder"]["kind"] == "uint8" and manifest["bitstream"]["container_version"] == 1
+    np.save(tmp_path / "images.npy", images.numpy())
+    run_without_torch("""
+        import sys
+        from pathlib import Path
+        import numpy as np
+        from splitbench.runtime.device import Device
+        for i, stream in enumerate(Device(sys.argv[1]).encode(np.load(sys.argv[2]))):
+            (Path(sys.argv[3]) / f"{i}.bin").write_bytes(stream)
+    """, str(bundle), str(tmp_path / "images.npy"), str(tmp_path))
+    streams = [(tmp_path / f"{i}.bin").read_bytes() for i in range(NUM_IMAGES)]
+    server = Server(run_dir)
+    pipeline = server.pipeline
+    torch_streams = pipeline.mobile(images)
+    assert [len(s) for s in streams] == [len(s) for s in torch_streams]
+    assert len(streams[0]) == 6 + 8 + 3 * 7 * 7  # header + scale, zero point + the 3 × 7 × 7 values
+    # The two runtimes' latents differ by float rounding (~1e-7): min/max (the scale) by an ulp, and a value
+    # within that of a rounding boundary by one level; every other byte is the same.
+    values = np.stack([np.frombuffer(s[14:], np.uint8) for s in streams]).astype(int)
+    torch_values = np.stack([np.frombuffer(s[14:], np.uint8) for s in torch_streams]).astype(int)
+    assert np.abs(values - torch_values).max() <= 1 and (values != torch_values).mean() < 0.01
+    assert {(unpack(s).shape, unpack(s).backend) for s in streams + torch_streams} == {((32, 32), "compressai")}
+    (group,) = server.decode(streams)
+    (expected,) = server.decode(torch_streams)
+    scale = (expected.latent.flatten(1).amax(1) - expected.latent.flatten(1).amin(1)) / 255
+    assert ((group.latent - expected.latent).abs().flatten(1).amax(1) <= scale * 1.01).all()
+    assert torch.equal(server.predict(streams).argmax(1), pipeline.server(torch_streams).argmax(1))
+
+
 def test_codecs_and_hyperpriors_are_refused_in_one_line(tmp_path):
     codec = tmp_path / "input_codec-jpeg-resnet10n-q50"
     codec.mkdir()

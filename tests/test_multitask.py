@@ -11,6 +11,7 @@ from test_tasks import DETECTION_HEAD, SEGMENTATION_HEAD
 from splitbench.bench.report import write_report
 from splitbench.errors import CheckpointError, ConfigError
 from splitbench.experiment import validate
+from splitbench.pipelines import LearnedPipeline
 from splitbench.runs import build_pipeline, evaluate_experiment, train_experiment
 from splitbench.training.checkpoint import load_weights, save_weights
 
@@ -179,3 +180,45 @@ def test_cli_evaluates_a_multitask_model_and_reports_every_task(mt_out, tmp_path
     (line,) = [m for m in caplog.messages if m.startswith("multitask-fp-")]
     for label in ("Top-1 accuracy", "mAP@[.5:.95]", "mIoU"):
         assert label in line
+
+
+def test_the_multitask_model_over_http_answers_every_task_as_evaluate(mt_out, tmp_path):
+    """Evaluating the composition leaves its folder; exported and served from it, one device bitstream per
+    image is answered for all three tasks: classification top-1 equal to evaluate's, every answer equal to the
+    in-process pipeline's, and the bytes those of the body's own stream."""
+    pytest.importorskip("onnxruntime")
+    from test_server_tasks import close
+
+    from splitbench.runtime.app import ServeSettings, create_app
+    from splitbench.runtime.client import ClientOptions, run_device
+    from splitbench.runtime.dataset_inputs import dataset_samples
+    from splitbench.runtime.device import Device
+    from splitbench.runtime.export import export_run
+    from splitbench.runtime.serve import ThreadedServer, free_port
+    from splitbench.runtime.server import Server
+
+    out = tmp_path / "out"
+    shutil.copytree(mt_out, out)
+    config = validate(multitask_raw())
+    record = evaluate_experiment(config, out, progress=False)
+    run_dir = out / config.run_name()
+    bundle = export_run(run_dir, tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert (manifest["method"], manifest["task"]) == ("multitask", "multitask")
+    server = Server(run_dir)
+    assert server.describe()["tasks"] == ["classification", "detection", "segmentation"]
+    samples = dataset_samples("shapes", config.eval.split, config.eval.num_samples, config.data.image_size,
+                              config.data.seed)
+    settings = ServeSettings(port=free_port(), max_batch=4, max_delay_ms=10)
+    with ThreadedServer(create_app(server, settings), settings) as url:
+        served = run_device(Device(bundle), samples, ClientOptions(url, concurrency=2))
+    assert served["answered"] == len(samples) == 12
+    assert served["accuracy"]["top1"] == pytest.approx(record["metrics"]["top1"])
+    pipeline = server.pipeline
+    images = torch.stack([torch.from_numpy(s.image) for s in samples])
+    expected = pipeline.network.answers(pipeline.server(pipeline.mobile(images)), server.top_k)
+    answers = [e["predictions"] for e in served["images"]]
+    assert all(set(a) == {"classification", "detection", "segmentation"} for a in answers)
+    assert all(close(a, e) for a, e in zip(answers, expected, strict=True))
+    body = LearnedPipeline(pipeline.network, backend="constriction").mobile(images)
+    assert [e["bytes"]["payload"] for e in served["images"]] == [len(s) for s in body]

@@ -15,7 +15,6 @@ CompressAI/sc2bench state dicts map by prefix.
 from __future__ import annotations
 
 import math
-import struct
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from torch import nn
 from splitbench.complexity import count_macs
 from splitbench.compression.bitstream import DEFAULT_BACKEND, BitstreamError
 from splitbench.compression.constriction_coder import ConstrictionCoder, FactorizedTables
+from splitbench.compression.uint8_code import Uint8Code
 from splitbench.errors import SplitbenchError
 
 with warnings.catch_warnings():
@@ -98,7 +98,7 @@ class LatentCoder(nn.Module, ABC):
         names the torch-free coder that reads them. A coder that cannot run there raises a one-line
         SplitbenchError saying why."""
         raise SplitbenchError(f"{type(self).__name__} has no torch-free device coder yet; factorized-prior "
-                              f"models export")
+                              f"and 8-bit (CR+BQ) models export")
 
     def check_backend(self, backend: str) -> None:
         if backend not in self.backends:
@@ -499,6 +499,8 @@ class Quantize8Bit(LatentCoder):
 
     scale = (max − min)/255 and zero point = −min/scale of each sample's whole tensor; both
     travel as little-endian float32 in front of the uint8 values (8 bytes, counted in the size).
+    The bytes come from :class:`~splitbench.compression.uint8_code.Uint8Code` (numpy, shared with the
+    torch-free device); :meth:`quantize` is the same arithmetic in torch, for the eval forward on any device.
     Training passes y through unchanged (the bottleneck is distilled in float); eval mode and
     :meth:`quantize` give what the decoder returns. The likelihoods are the code's own: 1/256
     per value, so the "estimate" is the payload without parameters and header.
@@ -512,8 +514,6 @@ class Quantize8Bit(LatentCoder):
     """
 
     LEVELS = 255
-    _PARAMS = struct.Struct("<ff")
-    _INT_PARAMS = struct.Struct("<fB")
 
     def __init__(self, channels: int, integer_zero_point: bool = False) -> None:
         super().__init__()
@@ -521,7 +521,6 @@ class Quantize8Bit(LatentCoder):
             raise ValueError(f"channels must be >= 1, got {channels}")
         self.channels = channels
         self.integer_zero_point = integer_zero_point
-        self._params_format = self._INT_PARAMS if integer_zero_point else self._PARAMS
 
     def _params(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample (scale, zero point), float32, shaped to broadcast over y."""
@@ -549,16 +548,15 @@ class Quantize8Bit(LatentCoder):
         scale, zero_point = self._params(y)
         return self._dequantize(self._symbols(y, scale, zero_point), scale, zero_point)
 
+    @property
+    def code(self) -> Uint8Code:
+        """The bytes' layout and arithmetic, shared with the torch-free device."""
+        return Uint8Code(self.channels, self.integer_zero_point)
+
     @torch.no_grad()
     def compress(self, y: torch.Tensor, backend: str = DEFAULT_BACKEND) -> list[tuple[bytes, ...]]:
         self.check_backend(backend)
-        scale, zero_point = self._params(y)
-        q = self._symbols(y, scale, zero_point).to(torch.uint8).cpu().numpy()
-        scale, zero_point = scale.flatten().tolist(), zero_point.flatten().tolist()
-        if self.integer_zero_point:
-            zero_point = [int(z) for z in zero_point]
-        params = self._params_format
-        return [(params.pack(scale[i], zero_point[i]) + q[i].tobytes(),) for i in range(y.shape[0])]
+        return [(s,) for s in self.code.compress(y.detach().float().cpu().numpy())]
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[Strings], shape: tuple[int, int],
@@ -566,7 +564,7 @@ class Quantize8Bit(LatentCoder):
         _check_strings(strings, 1)
         self.check_backend(backend)
         h, w = int(shape[0]), int(shape[1])
-        params = self._params_format
+        params = self.code.params
         expected = params.size + self.channels * h * w
         out = torch.empty(len(strings), self.channels, h, w)
         for i, segments in enumerate(strings):
@@ -589,8 +587,7 @@ class Quantize8Bit(LatentCoder):
         """Nothing to build: the code has no tables."""
 
     def export_tables(self) -> tuple[str, dict[str, np.ndarray]]:
-        raise SplitbenchError("the 8-bit quantizer (CR+BQ) does not export yet: no torch-free version of its "
-                              "per-sample quantization is written; factorized-prior (fp) models export")
+        return "uint8", self.code.arrays()  # read by Uint8Code.from_arrays
 
     def aux_loss(self) -> torch.Tensor:
         return torch.zeros(())

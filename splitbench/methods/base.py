@@ -96,7 +96,9 @@ class Method:
     ``stages`` its training stages in order (none: nothing to train); ``teacher`` what it needs the trained
     unsplit model for: ``"build"`` (a student's structure and starting weights) or ``"server"`` (the server
     runs it); ``tasks`` the tasks it implements; ``variant`` a fixed variant name, or ``variant_field`` the
-    argument that holds it; ``rate`` the arguments that make up its rate parameter.
+    argument that holds it; ``rate`` the arguments that make up its rate parameter. A method that trains nothing
+    but joins trained runs into one learned model (``composed = True``, e.g. ``multitask``) gets a run folder
+    holding only its config when it is evaluated, so that it can be exported and served like a trained run.
     """
 
     name: ClassVar[str] = ""
@@ -107,6 +109,7 @@ class Method:
     variant_name: ClassVar[str] = ""
     variant_field: ClassVar[str | None] = None
     rate_fields: ClassVar[tuple[str, ...]] = ()
+    composed: ClassVar[bool] = False
 
     def __init_subclass__(cls, *, name: str = "", args: type[BaseModel] | None = None,
                           stages: tuple[str, ...] | None = None, teacher: Literal["build", "server"] | None = None,

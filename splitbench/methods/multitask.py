@@ -80,6 +80,8 @@ class MultiTask(Method, name="multitask", args=MultiTaskArgs, tasks=("multitask"
                 rate=("beta",)):
     """One encoder, one bitstream: the shared body + its heads, every task evaluated from the same bytes."""
 
+    composed = True  # its folder (config only) is what `splitbench export` and `serve` take
+
     def pipeline(self, ctx, args: MultiTaskArgs, model, teacher):
         body = load_body(ctx, args)
         backbone = ctx.config.backbone.name

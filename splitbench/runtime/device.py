@@ -20,6 +20,7 @@ import numpy as np
 
 from splitbench.compression.bitstream import pack
 from splitbench.compression.constriction_coder import ConstrictionCoder
+from splitbench.compression.uint8_code import Uint8Code
 from splitbench.runtime.bundle import NETWORK, TABLES, BundleError, read_manifest
 
 
@@ -31,8 +32,9 @@ class DeviceCoder(Protocol):
     def compress(self, y: np.ndarray) -> list[bytes]: ...
 
 
-# Coder kinds (LatentCoder.export_tables) → their torch-free coder: the factorized prior codes with constriction.
-CODERS: dict[str, Any] = {"factorized": ConstrictionCoder}
+# Coder kinds (LatentCoder.export_tables) → their torch-free coder: the factorized prior codes with constriction,
+# CR+BQ's 8-bit quantizer with the numpy code its torch coder also writes with.
+CODERS: dict[str, Any] = {"factorized": ConstrictionCoder, "uint8": Uint8Code}
 
 Images = np.ndarray | Sequence[np.ndarray]
 

@@ -34,10 +34,14 @@ def run_config(run_dir: Path) -> Experiment:
 
 def load_run_pipeline(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Experiment, SplitPipeline]:
     """A trained run folder's config and split pipeline (its weights loaded); a folder with nothing trained,
-    or not trained yet, is a one-line SplitbenchError."""
+    or not trained yet, is a one-line SplitbenchError. A composed run's folder (``multitask``, written when it is
+    evaluated) holds only its config: its pipeline joins the trained runs next to it."""
     run_dir = Path(run_dir)
     config = run_config(run_dir)
-    if not config.method_spec.needs_training(config):
+    method = config.method_spec
+    if method.composed:  # joins trained runs of the same --out (their weights are checked as they load)
+        return config, Run(config, run_dir.parent).pipeline(torch.device(device))
+    if not method.needs_training(config):
         raise SplitbenchError(f"{run_dir}: method {config.method!r} trains nothing, so there is nothing to export: "
                               f"codecs need no export (the device runs the codec itself)")
     if not (run_dir / WEIGHTS).is_file():
