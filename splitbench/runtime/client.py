@@ -67,6 +67,23 @@ def response_header_bytes(response: httpx.Response) -> int:
     return line + sum(len(k) + len(v) + 4 for k, v in response.headers.raw) + 2
 
 
+def infer_headers(fingerprint: str, rid: str, token: str | None = None) -> dict[str, str]:
+    """The headers of one ``POST /v1/infer`` (besides httpx's own)."""
+    headers = {FINGERPRINT_HEADER: fingerprint, REQUEST_ID_HEADER: rid, "Content-Type": "application/octet-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def infer_request_bytes(payload_bytes: int, server: str = "http://127.0.0.1:8000", token: str | None = None) -> int:
+    """Bytes of the request line and headers of one request of ``payload_bytes`` as this client sends it (a
+    64-hex fingerprint, a 12-hex run id and an image index of 4 digits): what a prediction adds to the payload."""
+    with httpx.Client(base_url=server) as client:
+        request = client.build_request("POST", INFER, content=b"\0" * payload_bytes,
+                                       headers=infer_headers("0" * 64, "0" * 12 + "-1234", token))
+    return request_bytes(request)
+
+
 class Encoder(Protocol):
     """What the client needs of a device: the fingerprint it sends, a check of the server's model, one image's
     stream with its network and entropy-coding seconds, and what to call it in the record."""
@@ -103,15 +120,9 @@ class DeviceClient:
         if left > 0:
             await asyncio.sleep(left)
 
-    def _headers(self, rid: str) -> dict[str, str]:
-        headers = {FINGERPRINT_HEADER: self.device.fingerprint, REQUEST_ID_HEADER: rid,
-                   "Content-Type": "application/octet-stream"}
-        if self.options.token:
-            headers["Authorization"] = f"Bearer {self.options.token}"
-        return headers
-
     async def _attempt(self, client: httpx.AsyncClient, stream: bytes, rid: str) -> dict[str, Any]:
-        request = client.build_request("POST", INFER, content=stream, headers=self._headers(rid))
+        request = client.build_request("POST", INFER, content=stream,
+                                       headers=infer_headers(self.device.fingerprint, rid, self.options.token))
         head = request_bytes(request)
         up = self.link.uplink.schedule(head + len(stream), self._now())
         await self._sleep_until(up.done_s)
@@ -238,16 +249,22 @@ def summarize(entries: list[dict[str, Any]], wall_s: float, model: dict[str, Any
             "images": entries}
 
 
+PROFILE_STAGES = ("device_network", "entropy_encode", "server_queue", "server_decode", "server_network", "other")
+
+
 def profile(record: dict[str, Any]) -> dict[str, Any]:
-    """Measured device-side ms per stage (network, entropy encode) and payload bytes, per image size."""
+    """Measured ms per stage (device network, entropy encode, and the server's stages and the unattributed rest
+    as this client saw them) and bytes (payload, HTTP request headers, response), per image size, with the run
+    and the device they were measured for: what ``splitbench deploy`` reads as a measured profile."""
     by_size: dict[str, list[dict[str, Any]]] = {}
     for e in record["images"]:
         if e["status"] == "ok":
             by_size.setdefault("x".join(map(str, e["size"])), []).append(e)
-    return {"device": record["device"], "sizes": {
-        size: {"images": len(es), "device_network_ms": percentiles([e["ms"]["device_network"] for e in es]),
-               "entropy_encode_ms": percentiles([e["ms"]["entropy_encode"] for e in es]),
-               "payload_bytes": percentiles([e["bytes"]["payload"] for e in es])}
+    return {"run": record["run"], "device": record["device"], "link": record["link"],
+            "concurrency": record["concurrency"], "sizes": {
+        size: {"images": len(es), **{f"{s}_ms": percentiles([e["ms"][s] for e in es]) for s in PROFILE_STAGES},
+               **{f"{b}_bytes": percentiles([e["bytes"][b] for e in es]) for b in ("payload", "request_headers",
+                                                                                  "response")}}
         for size, es in sorted(by_size.items())}}
 
 
