@@ -30,6 +30,22 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
 
 
+def _add_deploy_args(p: argparse.ArgumentParser, required: bool) -> None:
+    what = "" if required else " (with --link: add the deployment tables and figures)"
+    p.add_argument("--device", required=required, help="device profile YAML (power figures, measured times)" + what)
+    p.add_argument("--server", default="server_records", help="server profile YAML (default: the records' own "
+                                                              "timings, serve's default batching wait)")
+    p.add_argument("--link", action="append", required=required, default=[] if not required else None,
+                   help="RADIO:UP_MBPS[,down=MBPS][,rtt=MS][,loss=P] (lte:5, wifi:20, 3g:1) or a link YAML file; "
+                        "repeat for several")
+    p.add_argument("--rate", type=float, help="arrival rate, images per second (default: one isolated request)")
+    p.add_argument("--offload", default="raw", help="the full-offloading reference: raw (pixels) or CODEC:QUALITY "
+                                                    "(an input-codec record, e.g. jpeg:90)")
+    p.add_argument("--local", help="the unsplit run for local computing (default: the best unsplit record)")
+    if required:
+        p.add_argument("--metric", help="accuracy metric (default: the task's, e.g. top1)")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -153,10 +169,66 @@ def cmd_report(args: argparse.Namespace) -> int:
     from splitbench.bench.records import load_records
     from splitbench.bench.report import write_report
 
+    if bool(args.device) != bool(args.link):
+        raise SplitbenchError("the deployment views need both --device PROFILE and --link LINK (or neither)")
+    deploy = _scenario(args) if args.device else None
     paths = write_report(load_records(args.results), args.out, metric=args.metric, anchor=args.anchor,
-                         log_x=args.log_x)
+                         log_x=args.log_x, deploy=deploy)
     for path in paths.values():
         log.info("wrote %s", path)
+    return 0
+
+
+def _scenario(args: argparse.Namespace):
+    """The profiles, links and references of the deploy/plan/report options (all checked before any work)."""
+    from splitbench.deploy.links import parse_link
+    from splitbench.deploy.profiles import DeviceProfile, ServerProfile
+    from splitbench.deploy.report import Scenario
+
+    if args.rate is not None and not args.rate > 0:
+        raise SplitbenchError(f"--rate is images per second (> 0), got {args.rate}; omit it for one isolated request")
+    scenario = Scenario(DeviceProfile.load(args.device), ServerProfile.load(args.server), args.rate, args.offload,
+                        args.local, args.metric)
+    return scenario, [parse_link(text) for text in args.link]
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from splitbench.bench.records import load_records
+    from splitbench.deploy.report import write_deploy
+
+    records = load_records(args.results)
+    scenario, links = _scenario(args)
+    paths, _ = write_deploy(records, args.out, scenario, links, figures=not args.no_figures)
+    for path in paths.values():
+        log.info("wrote %s", path)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from splitbench.bench.records import load_records, resolve_metric
+    from splitbench.deploy.options import group_options, task_groups
+    from splitbench.deploy.planner import Constraints, describe, plan
+
+    records = load_records(args.results)
+    scenario, links = _scenario(args)
+    if len(links) != 1:
+        raise SplitbenchError("plan takes one --link (a bandwidth trace: a link file with trace:)")
+    constraints = Constraints(args.min_accuracy, args.max_latency_ms, args.max_energy_j)
+    groups = task_groups(records)
+    if args.task:
+        groups = {g: r for g, r in groups.items() if g[0] == args.task}
+    if len(groups) != 1:
+        raise SplitbenchError(f"the records hold {len(groups)} task groups ({', '.join('/'.join(g) for g in groups)}"
+                              f"); pick one with --task" if groups else "no successful records of that task")
+    (group, recs), = groups.items()
+    metric = resolve_metric(recs, scenario.metric, group[0])
+    options = group_options(recs, metric, scenario.device, scenario.server, scenario.offload, scenario.local)
+    result = plan(options, links[0], constraints, scenario.rate, scenario.device.power, args.objective)
+    print(f"{len(result.ranked)} of {len(options)} configurations meet the constraints over {links[0].label} "
+          f"({scenario.rate_text}); ranked by {result.objective}:")
+    for i, e in enumerate(result.ranked[:args.top], 1):
+        print(f"{i:3d}. {e.option.label}: {describe(e)}")
+    print(f"best: {result.best.option.label}: {describe(result.best)}")
     return 0
 
 
@@ -261,7 +333,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor", action="append", help="curve to compute BD-rate against (default: JPEG); repeat "
                                                      "for one table per anchor (--anchor jpeg --anchor webp)")
     p.add_argument("--log-x", action="store_true", help="log-scale data size axis")
+    _add_deploy_args(p, required=False)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("deploy", help="latency and device energy per image over links, vs local computing and full "
+                                      "offloading: tables and figures")
+    p.add_argument("results", nargs="+", type=Path, help="results.jsonl files (merged)")
+    _add_deploy_args(p, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder for deploy.md/.csv/.tex and the figures")
+    p.add_argument("--no-figures", action="store_true", help="tables only (the sweeps take a few seconds per link)")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("plan", help="which configuration to deploy under a constraint (accuracy, latency, energy)")
+    p.add_argument("results", nargs="+", type=Path, help="results.jsonl files (merged)")
+    _add_deploy_args(p, required=True)
+    p.add_argument("--task", help="the task to plan for, when the records hold several")
+    p.add_argument("--min-accuracy", type=float, help="the lowest acceptable metric, a fraction (0.9 = 90%%)")
+    p.add_argument("--max-latency-ms", type=float, help="the latency p50 budget")
+    p.add_argument("--max-energy-j", type=float, help="the device energy budget per image")
+    p.add_argument("--objective", choices=["latency", "energy", "accuracy"],
+                   help="rank by (default: latency with --min-accuracy, else accuracy)")
+    p.add_argument("--top", type=int, default=5, help="how many ranked configurations to print")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("list", help="what the registries hold")
     p.add_argument("what", choices=["methods", "backbones", "datasets", "codecs", "tasks"])

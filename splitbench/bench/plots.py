@@ -56,13 +56,13 @@ def curve_styles(keys: Sequence[CurveKey], labels: dict[CurveKey, str]) -> dict[
     return {key: by_label[labels[key]] for key in keys}
 
 
-def _figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
+def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, stem: Path) -> list[Path]:
+def save_figure(fig: Figure, stem: Path) -> list[Path]:
     paths = [stem.parent / f"{stem.name}.{ext}" for ext in ("png", "pdf")]
     with mpl.rc_context(STYLE):
         for path in paths:
@@ -70,7 +70,7 @@ def _save(fig: Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def _log_x(ax, zero_at: float | None = None, hide_below: float = 0.0) -> None:
+def log_x_axis(ax, zero_at: float | None = None, hide_below: float = 0.0) -> None:
     """Log x with plain 1-2-5 tick labels (papers read '0.5', not '5×10⁻¹'); ``zero_at`` is ticked '0'."""
 
     def label(x: float, _pos) -> str:
@@ -84,7 +84,7 @@ def _log_x(ax, zero_at: float | None = None, hide_below: float = 0.0) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _legend_outside(ax, handles=None, title: str | None = None):
+def legend_outside(ax, handles=None, title: str | None = None):
     """Legend right of the axes, so it never hides a point."""
     kwargs = {"handles": handles} if handles is not None else {}
     return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, title=title, frameon=False,
@@ -103,7 +103,7 @@ def rd_plot(
 ) -> list[Path]:
     """Metric (%) vs data size (KB/sample), one line per curve, the Pareto front over all points."""
     with mpl.rc_context(STYLE):
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         points = []
         for key, records in curves.items():
@@ -118,7 +118,7 @@ def rd_plot(
             ax.step(fx, fy, where="post", color="0.45", ls="--", lw=1.2, zorder=2)
             ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="0.25", lw=1.0, zorder=4)
         if log_x:
-            _log_x(ax)
+            log_x_axis(ax)
         ax.set_xlabel("Data size [KB/sample]")
         ax.set_ylabel(f"{metric_label(metric)} [%]")
         if title:
@@ -127,8 +127,8 @@ def rd_plot(
         if front:
             handles.append(Line2D([], [], color="0.45", ls="--", lw=1.2, marker="o", ms=10, mfc="none",
                                   mec="0.25", label="Pareto front"))
-        _legend_outside(ax, handles)
-        paths = _save(fig, stem)
+        legend_outside(ax, handles)
+        paths = save_figure(fig, stem)
     return paths
 
 
@@ -174,7 +174,7 @@ def three_way_plot(
         return min_area + (max_area - min_area) * (mb / max_mb if max_mb > 0 else 0.0)
 
     with mpl.rc_context(STYLE):
-        fig = _figure((7.6, 4.4))
+        fig = new_figure((7.6, 4.4))
         ax = fig.add_subplot()
         handles = []
         for key, records in curves.items():
@@ -191,7 +191,7 @@ def three_way_plot(
             handles.append(Line2D([], [], color=color, marker=marker, ms=6, lw=0.9, label=labels[key],
                                   mfc="none" if zero.all() else color))
         if log_x:
-            _log_x(ax)
+            log_x_axis(ax)
         ax.set_xlabel("Data size [KB/sample]")
         ax.set_ylabel(f"{metric_label(metric)} [%]")
         if title:
@@ -201,7 +201,7 @@ def three_way_plot(
         fig.legend(handles=handles, loc="outside right upper", title="Method", **legend)
         sizes = _size_handles(max_mb, any(mb == 0 for mb in mbs), area)
         fig.legend(handles=sizes, loc="outside right lower", title="Encoder size", labelspacing=1.0, **legend)
-        paths = _save(fig, stem)
+        paths = save_figure(fig, stem)
     return paths
 
 
@@ -227,7 +227,7 @@ def encoder_tradeoff_plot(
     has_zero = any(p <= 0 for p in products.values())
 
     with mpl.rc_context(STYLE):
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         zero_curves = [k for k, recs in curves.items() if any(products[id(r)] <= 0 for r in recs)]
         for key, records in curves.items():
@@ -242,7 +242,7 @@ def encoder_tradeoff_plot(
                 j = zero_curves.index(key) - (len(zero_curves) - 1) / 2
                 ax.plot([floor * 10 ** (0.12 * j)] * len(zero), zero, ls="", marker=marker, color=color,
                         ms=6, zorder=3, label=None if pos else labels[key])
-        _log_x(ax, zero_at=floor if has_zero else None, hide_below=floor * 10**0.5 if has_zero else 0.0)
+        log_x_axis(ax, zero_at=floor if has_zero else None, hide_below=floor * 10**0.5 if has_zero else 0.0)
         if has_zero:
             ax.axvline(floor * 10**0.5, color="0.5", ls=":", lw=1)
             ax.set_xlim(left=floor / 10**0.4, right=None if positive else floor * 10**1.4)
@@ -252,6 +252,6 @@ def encoder_tradeoff_plot(
         ax.set_ylabel(f"{metric_label(metric)} [%]")
         if title:
             ax.set_title(title)
-        _legend_outside(ax)
-        paths = _save(fig, stem)
+        legend_outside(ax)
+        paths = save_figure(fig, stem)
     return paths

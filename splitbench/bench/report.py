@@ -88,6 +88,7 @@ def write_report(
     anchor: str | Sequence[str] | None = None,
     log_x: bool = False,
     title: str | None = None,
+    deploy: tuple | None = None,
 ) -> dict[str, Path]:
     """Write the report of ``records`` into ``out_dir``; returns file name → path of every file written.
 
@@ -95,6 +96,7 @@ def write_report(
     ``anchor`` is a curve label or ``method:variant``, or a list of them for one BD table against each
     (default: the JPEG input codec, if present).
     Re-runs of a point are collapsed to the latest successful record (see ``latest_records``).
+    ``deploy``: a (:class:`~splitbench.deploy.report.Scenario`, links) pair adds the deployment tables and figures.
     """
     if not records:
         raise ValueError("no records to report")
@@ -115,6 +117,12 @@ def write_report(
     metrics = _task_metrics(ok, metric, list(dict.fromkeys(g[0] for g in groups)))
     bd = bd_table(curves, metrics, labels, anchor)
     paths: dict[str, Path] = {}
+    deploy_md: list[str] = []
+    if deploy is not None:  # first: its input errors (references, metric) stop the report before it is written
+        from splitbench.deploy.report import write_deploy
+
+        written, deploy_md = write_deploy(records, out_dir, *deploy)
+        paths.update(written)
 
     md = [f"# {title or 'splitbench report'}", ""]
     md.append(f"{len(ok)} successful point(s) in {len(curves)} curve(s); {len(failed)} failed.")
@@ -164,6 +172,9 @@ def write_report(
         table = comparison_table(combined, ok)
         md += ["## Multi-task vs single-task pipelines", "", MULTITASK_NOTE, "", table, ""]
         extra["multitask.md"] = "\n".join(["# Multi-task vs single-task pipelines", "", MULTITASK_NOTE, "", table])
+    if deploy_md:
+        md += ["## Deployment: latency and device energy per image", "", *deploy_md,
+               "Tables: [deploy.md](deploy.md), [deploy.csv](deploy.csv), [deploy.tex](deploy.tex).", ""]
     if failed:
         md += ["## Failed points", "", "Not plotted and not in the tables above.", ""]
         cells = [
