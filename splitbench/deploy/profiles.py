@@ -24,6 +24,7 @@ from splitbench.errors import ConfigError
 
 PROFILES = Path(__file__).parent / "profiles"
 DEFAULT_SERVER = "server_records"
+OFF_LINK_STAGES = ("device_network", "entropy_encode", "server_queue", "server_decode", "server_network")
 
 
 class Power(Strict):
@@ -83,12 +84,22 @@ def read_measured(path: Path) -> tuple[tuple, Measured]:
     """A ``splitbench device --profile`` file: its key and the p50 of each stage (its one image size)."""
     try:
         data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read the measured profile {path}: {error}") from None
+    return parse_measured(data, Path(path))
+
+
+def parse_measured(data: dict, path: Path) -> tuple[tuple, Measured]:
+    """A measured profile (:func:`splitbench.runtime.client.profile`) read from ``path``: its key and p50s."""
+    try:
         sizes = data["sizes"]
         if len(sizes) != 1:
             raise ConfigError(f"{path}: measured at {len(sizes)} image sizes ({', '.join(sizes)}); deploy reads "
                               f"profiles of one size (the records' size)")
         (stages,) = sizes.values()
         ms = {k.removesuffix("_ms"): float(v["p50"]) for k, v in stages.items() if k.endswith("_ms") and v}
+        if "off_link" in ms:  # the stages' p50s sum to the p50 of their sum: "other" takes the difference
+            ms["other"] = ms["off_link"] - sum(ms[k] for k in OFF_LINK_STAGES)
         sizes_b = {k.removesuffix("_bytes"): float(v["p50"]) for k, v in stages.items() if k.endswith("_bytes") and v}
         key = measured_key(data.get("run"), data["device"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:

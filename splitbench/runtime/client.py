@@ -253,9 +253,10 @@ PROFILE_STAGES = ("device_network", "entropy_encode", "server_queue", "server_de
 
 
 def profile(record: dict[str, Any]) -> dict[str, Any]:
-    """Measured ms per stage (device network, entropy encode, and the server's stages and the unattributed rest
-    as this client saw them) and bytes (payload, HTTP request headers, response), per image size, with the run
-    and the device they were measured for: what ``splitbench deploy`` reads as a measured profile."""
+    """Measured ms per stage (device network, entropy encode, the server's stages and the unattributed rest as
+    this client saw them; ``off_link``: each request's total less its link delays) and bytes (payload, HTTP
+    request headers, response), per image size, with the run and the device they were measured for: what
+    ``splitbench deploy`` reads as a measured profile."""
     by_size: dict[str, list[dict[str, Any]]] = {}
     for e in record["images"]:
         if e["status"] == "ok":
@@ -263,6 +264,7 @@ def profile(record: dict[str, Any]) -> dict[str, Any]:
     return {"run": record["run"], "device": record["device"], "link": record["link"],
             "concurrency": record["concurrency"], "sizes": {
         size: {"images": len(es), **{f"{s}_ms": percentiles([e["ms"][s] for e in es]) for s in PROFILE_STAGES},
+               "off_link_ms": percentiles([e["ms"]["total"] - e["ms"]["uplink"] - e["ms"]["downlink"] for e in es]),
                **{f"{b}_bytes": percentiles([e["bytes"][b] for e in es]) for b in ("payload", "request_headers",
                                                                                   "response")}}
         for size, es in sorted(by_size.items())}}
