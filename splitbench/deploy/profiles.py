@@ -55,6 +55,7 @@ class ServerProfileFile(Strict):
     http_ms: float = Field(0.0, ge=0)  # per request: HTTP/JSON transport not in any stage
     response_bytes: int = Field(400, gt=0)  # an answer's bytes on the wire (status line, headers, JSON)
     measured: list[Path] = []  # `splitbench device --profile` outputs: their server stages replace the above
+    unsplit_ms: dict[str, float] = {}  # measured ms of the whole unsplit model on the server, by run name
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,11 @@ class ServerProfile:
             return {"server_queue": ms["server_queue"], "server_decode": ms["server_decode"],
                     "server_network": ms["server_network"], "other": ms["other"]}, f"measured ({found.source.name})"
         t, k = record.get("timing", {}), self.spec.records_scale
+        network, source = t.get("server_network_ms_mean", 0.0) * k, f"records x {k:g}"
+        if record.get("run") in self.spec.unsplit_ms:
+            network, source = self.spec.unsplit_ms[record["run"]], f"{source}, network measured (profile unsplit_ms)"
         return {"server_queue": self.spec.queue_ms, "server_decode": t.get("entropy_decode_ms_mean", 0.0) * k,
-                "server_network": t.get("server_network_ms_mean", 0.0) * k,
-                "other": self.spec.http_ms}, f"records x {k:g}"
+                "server_network": network, "other": self.spec.http_ms}, source
 
     def response_bytes(self, record: dict) -> float:
         found = self.measured.get(record_key(record))
