@@ -251,3 +251,38 @@ def test_predicted_latency_is_within_10_percent_of_the_real_server_and_client(ti
         torch.set_num_threads(threads)
     for row in rows:
         assert abs(row.error) < 0.10, f"{row.link}: predicted {row.predicted_ms:.1f} ms, measured {row.measured_ms:.1f}"
+
+
+# ---------------------------------------------------------------- the multi-task scenario
+
+TASK_METRIC = {"classification": "top1", "detection": "map", "segmentation": "miou"}
+
+
+def task_record(method: str, task: str, nbytes: float, device_ms: float, server_ms: float, **metrics) -> dict:
+    r = record(method, "fp" if method != "classifier" else "", {"beta": 0.1} if method != "classifier" else {},
+               0.5, nbytes, device_ms=device_ms, server_ms=server_ms, run=f"{method}-{task}")
+    r["task"], r["metrics"] = task, metrics or {TASK_METRIC[task]: 0.5}
+    return r
+
+
+def test_the_multitask_model_uploads_once_where_single_task_students_upload_three_times(tmp_path):
+    tasks = list(TASK_METRIC)
+    combined = task_record("multitask", "multitask", 2000, 3.0, 30.0, top1=0.6, map=0.2, miou=0.4)
+    records = [combined, *(task_record("multitask", t, 2000, 3.0, 30.0) for t in tasks),
+               *(task_record("entropic_student", t, 2000, 3.0, 10.0) for t in tasks),
+               *(task_record("classifier", t, 12288, 0.0, 100.0) for t in tasks)]
+    from splitbench.deploy.multitask import multitask_section, scenario_options
+
+    device, server = DeviceProfile.load(write_device(tmp_path)), ServerProfile.load()
+    options, missing = scenario_options(combined, records, device, server)
+    assert missing == [] and [len(o.requests) for o in options] == [1, 3, 0]
+    assert options[2].local_ms == 300.0  # three unsplit models one after another on the device
+    link = parse_link("lte:1,rtt=50")
+    multi, single, local = (estimate(o, link, None, device.power) for o in options)
+    # The students' three uploads queue on the 1 Mbit/s uplink behind each other (their encoders run while the first
+    # is sent); their servers take 10 + 5 ms (queue) each, the multi-task server 30 + 5 ms for all three heads.
+    upload_ms = options[0].requests[0].request_bytes * 8 / 1e6 * 1000
+    assert single.latency_ms - multi.latency_ms == pytest.approx(2 * upload_ms - 20, rel=1e-6)
+    assert single.transmit_j == pytest.approx(3 * multi.transmit_j, rel=0.05)
+    md, tex = multitask_section(records, device, server, [link], None)
+    assert any("single-task students (3 encoders, 3 uploads)" in line for line in md) and tex

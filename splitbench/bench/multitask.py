@@ -10,7 +10,7 @@ from splitbench.bench.records import combined_tasks, default_metric, metric_labe
 from splitbench.bench.tables import markdown_table
 
 
-def _single_task(records: Sequence[dict], combined: dict, task: str) -> dict | None:
+def single_task_record(records: Sequence[dict], combined: dict, task: str) -> dict | None:
     """The latest Entropic Student record of ``task`` matching the multi-task point (data, backbone, variant, β)."""
     matches = [r for r in records if r["method"] == "entropic_student" and r["task"] == task
                and r["dataset"] == combined["dataset"] and r["split"] == combined["split"]
@@ -32,7 +32,7 @@ def comparison_table(combined: Sequence[dict], records: Sequence[dict]) -> str:
         rows.append([beta, "multi-task (one bitstream)", "1", f"{record['data_size']['bytes_mean']:.0f}",
                      f"{e['size_bits'] / 8 / 2**20:.3f}", f"{e['macs'] / 1e6:.1f}",
                      *(_percent(record["metrics"].get(m)) for m in metrics)])
-        singles = {t: _single_task(records, record, t) for t in tasks}
+        singles = {t: single_task_record(records, record, t) for t in tasks}
         have = {t: r for t, r in singles.items() if r is not None}
         missing = [t for t in tasks if t not in have]
         label = "single-task students, summed" + (f" (no {', '.join(missing)} record)" if missing else "")

@@ -22,6 +22,7 @@ from splitbench.bench.records import metric_label, resolve_metric
 from splitbench.bench.tables import latex_table, markdown_table
 from splitbench.deploy.links import DeployLink
 from splitbench.deploy.model import LOCAL, OFFLOAD, Estimate, Option, estimate, reduction
+from splitbench.deploy.multitask import multitask_section
 from splitbench.deploy.options import group_options, task_groups
 from splitbench.deploy.profiles import DeviceProfile, ServerProfile
 
@@ -254,6 +255,10 @@ def write_deploy(records: Sequence[dict], out_dir: Path, scenario: Scenario, lin
                    f"![energy vs bandwidth](energy_bandwidth_{stem}.png) "
                    f"![energy vs arrival rate](energy_rate_{stem}.png)", ""]
     md += [NOTE, ""]
+    mt_md, mt_tex = multitask_section(records, s.device, s.server, links, s.rate)
+    if mt_md:
+        md += ["### The multi-task scenario: every task per image", "", *mt_md]
+        tex += mt_tex
     for name, text in {"deploy.csv": out.getvalue(), "deploy.tex": "\n".join(tex),
                        "deploy.md": "\n".join(["# Deployment: latency and device energy per image", "", *md])}.items():
         (out_dir / name).write_text(text, encoding="utf-8")
