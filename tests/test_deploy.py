@@ -286,3 +286,15 @@ def test_the_multitask_model_uploads_once_where_single_task_students_upload_thre
     assert single.transmit_j == pytest.approx(3 * multi.transmit_j, rel=0.05)
     md, tex = multitask_section(records, device, server, [link], None)
     assert any("single-task students (3 encoders, 3 uploads)" in line for line in md) and tex
+
+
+def test_report_adds_the_deployment_views_when_given_profiles(records, tmp_path):
+    out = tmp_path / "report"
+    argv = ["report", write_records(tmp_path, records), "--out", str(out), "--device", write_device(tmp_path),
+            "--link", "wifi:20", "--rate", "5"]
+    assert main(argv) == 0
+    md = (out / "report.md").read_text()
+    assert "## Deployment: latency and device energy per image" in md and "#### `wifi:20`, 5 images/s" in md
+    assert {"deploy.csv", "deploy.tex", "latency_bandwidth_wifi_20.png", "energy_rate_wifi_20.pdf",
+            "rd.png"} <= {p.name for p in out.iterdir()}
+    assert main(["report", write_records(tmp_path, records), "--out", str(tmp_path / "r2"), "--link", "lte:5"]) == 2

@@ -122,6 +122,9 @@ def test_methods_declare_with_the_lower_layers_and_import_no_other_method(graph)
     ("splitbench.training", ("splitbench.methods", "splitbench.runs", "splitbench.bench", "splitbench.pipelines",
                              "splitbench.runtime")),
     ("splitbench.data", ("splitbench.models", "splitbench.methods", "splitbench.tasks", "splitbench.runs")),
+    ("splitbench.deploy", ("splitbench.methods", "splitbench.models", "splitbench.training", "splitbench.pipelines",
+                           "splitbench.runs", "splitbench.experiment", "splitbench.cli", "splitbench.runtime.server",
+                           "splitbench.runtime.serve", "splitbench.runtime.app")),  # records and profiles only
 ])
 def test_lower_layers_do_not_import_the_ones_built_on_them(graph, lower, upper):
     for module in (m for m in graph if m.startswith(lower)):
@@ -141,9 +144,11 @@ def test_recipes_and_methods_never_test_a_models_type(folder):
 
 # Run where torch is not installed (tests/test_export.py runs the device so): the device, the codec device of the
 # full-offloading reference, and the client's encode-and-send path (its link model, its image reader, the wire
-# protocol).
+# protocol). The deployment model and planner too: they compute from records and profiles.
 TORCH_FREE = ("splitbench.runtime.device", "splitbench.runtime.codec_device", "splitbench.runtime.client",
-              "splitbench.runtime.link", "splitbench.runtime.inputs", "splitbench.runtime.protocol")
+              "splitbench.runtime.link", "splitbench.runtime.inputs", "splitbench.runtime.protocol",
+              "splitbench.deploy.radio", "splitbench.deploy.links", "splitbench.deploy.profiles",
+              "splitbench.deploy.model", "splitbench.deploy.planner", "splitbench.deploy.check")
 
 
 def imports_torch(path: Path) -> bool:

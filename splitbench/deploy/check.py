@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from splitbench.deploy.links import DeployLink, LinkSpec
-from splitbench.deploy.model import SPLIT, Option, estimate
-from splitbench.deploy.options import request
+from splitbench.deploy.model import SPLIT, Option, estimate, request
 from splitbench.deploy.profiles import DeviceProfile, Power, ServerProfile, ServerProfileFile, Timing, parse_measured
 from splitbench.runtime.client import ClientOptions, Encoder, profile, run_device
 from splitbench.runtime.inputs import Sample

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from splitbench.deploy.links import DeployLink
+from splitbench.deploy.profiles import DeviceProfile, ServerProfile
 from splitbench.errors import SplitbenchError
+from splitbench.runtime.client import infer_request_bytes
 from splitbench.runtime.link import Transfer
 
 LOCAL, SPLIT, OFFLOAD = "local computing", "split", "full offloading"
@@ -66,6 +68,16 @@ class Option:
     @property
     def payload_bytes(self) -> float:
         return sum(r.request_bytes for r in self.requests)
+
+
+def request(record: dict, device: DeviceProfile, server: ServerProfile) -> tuple[Request, str]:
+    """One record's request (payload: its mean bytes per sample) and where its times come from."""
+    payload = float(record["data_size"]["bytes_mean"])
+    device_ms, device_source = device.compute_ms(record)
+    server_ms, server_source = server.stages_ms(record)
+    headers = device.request_header_bytes(record) or infer_request_bytes(round(payload))
+    req = Request(device_ms, payload + headers, server.response_bytes(record), server_ms)
+    return req, f"device: {device_source}; server: {server_source}"
 
 
 @dataclass(frozen=True)

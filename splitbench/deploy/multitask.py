@@ -17,8 +17,8 @@ from splitbench.bench.multitask import single_task_record
 from splitbench.bench.records import combined_tasks, default_metric, is_ok, latest_records, metric_label
 from splitbench.bench.tables import latex_table, markdown_table
 from splitbench.deploy.links import DeployLink
-from splitbench.deploy.model import LOCAL, SPLIT, Estimate, Option, estimate, reduction
-from splitbench.deploy.options import UNSPLIT, request
+from splitbench.deploy.model import LOCAL, SPLIT, Estimate, Option, estimate, reduction, request
+from splitbench.deploy.options import UNSPLIT
 from splitbench.deploy.profiles import DeviceProfile, ServerProfile
 
 

@@ -20,22 +20,11 @@ from splitbench.bench.records import (
     is_ok,
     latest_records,
 )
-from splitbench.deploy.model import LOCAL, OFFLOAD, SPLIT, Option, Request
+from splitbench.deploy.model import LOCAL, OFFLOAD, SPLIT, Option, request
 from splitbench.deploy.profiles import DeviceProfile, ServerProfile
 from splitbench.errors import SplitbenchError
-from splitbench.runtime.client import infer_request_bytes
 
 UNSPLIT = "classifier"  # the method of the unsplit model's records
-
-
-def request(record: dict, device: DeviceProfile, server: ServerProfile) -> tuple[Request, str]:
-    """One record's request (payload: its mean bytes per sample) and where its times come from."""
-    payload = float(record["data_size"]["bytes_mean"])
-    device_ms, device_source = device.compute_ms(record)
-    server_ms, server_source = server.stages_ms(record)
-    headers = device.request_header_bytes(record) or infer_request_bytes(round(payload))
-    req = Request(device_ms, payload + headers, server.response_bytes(record), server_ms)
-    return req, f"device: {device_source}; server: {server_source}"
 
 
 def point_label(record: dict, labels: dict[CurveKey, str]) -> str:
