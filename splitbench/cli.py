@@ -206,6 +206,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from splitbench.bench.records import load_records, resolve_metric
+    from splitbench.deploy.model import LOCAL
     from splitbench.deploy.options import group_options, task_groups
     from splitbench.deploy.planner import Constraints, describe, plan
 
@@ -223,6 +224,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     (group, recs), = groups.items()
     metric = resolve_metric(recs, scenario.metric, group[0])
     options = group_options(recs, metric, scenario.device, scenario.server, scenario.offload, scenario.local)
+    if args.no_local:
+        options = [o for o in options if o.kind != LOCAL]
     result = plan(options, links[0], constraints, scenario.rate, scenario.device.power, args.objective)
     print(f"{len(result.ranked)} of {len(options)} configurations meet the constraints over {links[0].label} "
           f"({scenario.rate_text}); ranked by {result.objective}:")
@@ -353,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-energy-j", type=float, help="the device energy budget per image")
     p.add_argument("--objective", choices=["latency", "energy", "accuracy"],
                    help="rank by (default: latency with --min-accuracy, else accuracy)")
+    p.add_argument("--no-local", action="store_true", help="leave local computing out (the whole model does not "
+                                                          "fit the device)")
     p.add_argument("--top", type=int, default=5, help="how many ranked configurations to print")
     p.set_defaults(func=cmd_plan)
 
