@@ -298,3 +298,33 @@ def test_report_adds_the_deployment_views_when_given_profiles(records, tmp_path)
     assert {"deploy.csv", "deploy.tex", "latency_bandwidth_wifi_20.png", "energy_rate_wifi_20.pdf",
             "rd.png"} <= {p.name for p in out.iterdir()}
     assert main(["report", write_records(tmp_path, records), "--out", str(tmp_path / "r2"), "--link", "lte:5"]) == 2
+
+
+def test_measured_profiles_replace_a_records_timings_for_their_run_and_codec_setting():
+    device = DeviceProfile.load("device_this_cpu")  # shipped: measured on this project's CPU, power placeholders
+    assert "placeholders" in device.power.source and "not a phone" in device.source
+    measured = json.loads((device.path.parent / "this_cpu" / "es-beta0.01.json").read_text())["sizes"]["64x64"]
+    student = record("entropic_student", "fp", {"beta": 0.01}, 0.5, 900, device_ms=99.0,
+                     run="entropic_student-fp-resnet10n-beta0.01")
+    ms, source = device.compute_ms(student)
+    assert ms == pytest.approx(measured["device_network_ms"]["p50"] + measured["entropy_encode_ms"]["p50"])
+    assert source == "measured (es-beta0.01.json)"
+    webp = record("input_codec", "webp", {"quality": 20}, 0.5, 300, device_ms=99.0)
+    assert device.compute_ms(webp)[1] == "measured (webp-q20.json)"
+    other = record("input_codec", "webp", {"quality": 30}, 0.5, 300, device_ms=99.0)
+    assert device.compute_ms(other) == (99.0, "records x 1")
+    server = ServerProfile.load("server_this_cpu")
+    stages, source = server.stages_ms(student)
+    assert source.startswith("measured") and stages["server_queue"] > 0
+
+
+def test_a_link_file_with_a_trace_and_a_radio(tmp_path):
+    (tmp_path / "up.trace").write_text("\n".join(str(ms) for ms in range(1, 11)) + "\n")  # 12 Mbit/s
+    (tmp_path / "link.yaml").write_text("radio: lte\ntrace: up.trace\nrtt_ms: 20\n")
+    link = parse_link(str(tmp_path / "link.yaml"))
+    e = estimate(one_upload(3000), link)
+    assert e.latency_ms == pytest.approx(2 + 0 + 20, abs=1.5)  # 2 packets, one per ms, + RTT; the answer: 1 ms
+    assert e.transmit_j > 0
+    (tmp_path / "bad.yaml").write_text("radio: lte\nuplink_mpbs: 5\n")
+    with pytest.raises(SplitbenchError, match="unknown key 'uplink_mpbs' \\(did you mean 'uplink_mbps'\\?\\)"):
+        parse_link(str(tmp_path / "bad.yaml"))
