@@ -328,3 +328,12 @@ def test_a_link_file_with_a_trace_and_a_radio(tmp_path):
     (tmp_path / "bad.yaml").write_text("radio: lte\nuplink_mpbs: 5\n")
     with pytest.raises(SplitbenchError, match="unknown key 'uplink_mpbs' \\(did you mean 'uplink_mbps'\\?\\)"):
         parse_link(str(tmp_path / "bad.yaml"))
+
+
+def test_the_crossover_is_where_a_curve_goes_below_its_reference_for_good():
+    from splitbench.deploy.report import crossover
+
+    xs = [0.1, 1.0, 10.0, 100.0]
+    assert crossover(xs, [30, 20, 5, 4], [10, 10, 10, 10]) == pytest.approx(10 ** (0 + 10 / 15))  # log-interpolated
+    assert crossover(xs, [5, 5, 5, 5], [10, 10, 10, 10]) == 0.1  # better everywhere
+    assert crossover(xs, [5, 5, 20, 20], [10, 10, 10, 10]) is None  # better only below: never overtakes

@@ -20,13 +20,12 @@ image, transmit included; ``device_j`` = compute + session.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from splitbench.deploy.links import DeployLink
-from splitbench.deploy.profiles import DeviceProfile, ServerProfile
+from splitbench.deploy.profiles import DeviceProfile, Power, ServerProfile
 from splitbench.errors import SplitbenchError
 from splitbench.runtime.client import infer_request_bytes
 from splitbench.runtime.link import Transfer
@@ -64,10 +63,6 @@ class Option:
     @property
     def device_ms(self) -> float:
         return self.local_ms + sum(r.device_ms for r in self.requests)
-
-    @property
-    def payload_bytes(self) -> float:
-        return sum(r.request_bytes for r in self.requests)
 
 
 def request(record: dict, device: DeviceProfile, server: ServerProfile) -> tuple[Request, str]:
@@ -148,7 +143,7 @@ def _one(option: Option, link: DeployLink, period_s: float, seed: int, phase: fl
             "span": span, **{f"stage_{k}": v for k, v in parts.items()}}
 
 
-def estimate(option: Option, link: DeployLink, rate: float | None = None, power=None) -> Estimate:
+def estimate(option: Option, link: DeployLink, rate: float | None = None, power: Power | None = None) -> Estimate:
     """``option`` over ``link`` with images arriving at ``rate`` per second (None: one isolated request).
     ``power``: the device profile's :class:`~splitbench.deploy.profiles.Power` (None: no compute energy)."""
     if rate is not None and not rate > 0:
@@ -168,10 +163,6 @@ def estimate(option: Option, link: DeployLink, rate: float | None = None, power=
     stages = {k.removeprefix("stage_"): v for k, v in mean.items() if k.startswith("stage_")}
     return Estimate(option, link.label, rate, latency, stages, mean["promotion"], compute_j, mean["transmit"],
                     mean["session"], saturated)
-
-
-def estimates(options: Sequence[Option], link: DeployLink, rate: float | None, power=None) -> list[Estimate]:
-    return [estimate(o, link, rate, power) for o in options]
 
 
 def reduction(value: float, reference: float) -> float | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from splitbench.deploy.links import DeployLink
 from splitbench.deploy.model import Estimate, Option, estimate
+from splitbench.deploy.profiles import Power
 from splitbench.errors import SplitbenchError
 
 OBJECTIVES = ("latency", "energy", "accuracy")
@@ -64,7 +65,7 @@ class Plan:
 
 
 def plan(options: Sequence[Option], link: DeployLink, constraints: Constraints, rate: float | None = None,
-         power=None, objective: str | None = None) -> Plan:
+         power: Power | None = None, objective: str | None = None) -> Plan:
     """Rank ``options`` over ``link``; raises naming the closest misses if nothing meets the constraints."""
     objective = objective or constraints.default_objective()
     if objective not in OBJECTIVES:

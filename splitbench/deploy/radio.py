@@ -97,10 +97,6 @@ class Radio(Strict):
     standby_w: float = Field(0.0, ge=0)
     link: LinkDefaults | None = None
 
-    @property
-    def tail_s(self) -> float:
-        return sum(p.duration_s for p in self.tail)
-
     def transfer_j(self, seconds: float, up_mbps: float = 0.0, down_mbps: float = 0.0) -> float:
         """Energy of ``seconds`` of transfer at these rates (one direction's rate is 0 while the other sends)."""
         return seconds * self.active.power_w(up_mbps, down_mbps)
