@@ -130,7 +130,7 @@ def record(method: str, variant: str, rate: dict, top1: float, nbytes: float, de
 def records() -> list[dict]:
     """An unsplit model too slow for the device (200 ms), three student rate points, one JPEG point."""
     return [record("classifier", "", {}, 0.90, 12288, device_ms=0.0, server_ms=200.0, run="classifier-resnet10n"),
-            record("entropic_student", "fp", {"beta": 0.01}, 0.88, 20000),
+            record("entropic_student", "fp", {"beta": 0.02}, 0.88, 20000),
             record("entropic_student", "fp", {"beta": 0.1}, 0.80, 2000),
             record("entropic_student", "fp", {"beta": 1.0}, 0.60, 200),
             record("input_codec", "jpeg", {"quality": 50}, 0.85, 4000)]
@@ -303,12 +303,12 @@ def test_report_adds_the_deployment_views_when_given_profiles(records, tmp_path)
 def test_measured_profiles_replace_a_records_timings_for_their_run_and_codec_setting():
     device = DeviceProfile.load("device_this_cpu")  # shipped: measured on this project's CPU, power placeholders
     assert "placeholders" in device.power.source and "not a phone" in device.source
-    measured = json.loads((device.path.parent / "this_cpu" / "es-beta0.01.json").read_text())["sizes"]["64x64"]
-    student = record("entropic_student", "fp", {"beta": 0.01}, 0.5, 900, device_ms=99.0,
-                     run="entropic_student-fp-resnet10n-beta0.01")
+    measured = json.loads((device.path.parent / "this_cpu" / "es-beta0.02.json").read_text())["sizes"]["64x64"]
+    student = record("entropic_student", "fp", {"beta": 0.02}, 0.5, 900, device_ms=99.0,
+                     run="entropic_student-fp-resnet10n-beta0.02")
     ms, source = device.compute_ms(student)
     assert ms == pytest.approx(measured["device_network_ms"]["p50"] + measured["entropy_encode_ms"]["p50"])
-    assert source == "measured (es-beta0.01.json)"
+    assert source == "measured (es-beta0.02.json)"
     webp = record("input_codec", "webp", {"quality": 20}, 0.5, 300, device_ms=99.0)
     assert device.compute_ms(webp)[1] == "measured (webp-q20.json)"
     other = record("input_codec", "webp", {"quality": 30}, 0.5, 300, device_ms=99.0)
@@ -330,10 +330,14 @@ def test_a_link_file_with_a_trace_and_a_radio(tmp_path):
         parse_link(str(tmp_path / "bad.yaml"))
 
 
-def test_the_crossover_is_where_a_curve_goes_below_its_reference_for_good():
-    from splitbench.deploy.report import crossover
+def test_the_crossovers_say_on_which_bandwidths_a_configuration_beats_its_reference():
+    """A split beats local computing on wide links and full offloading on narrow ones: both directions and a
+    window in between are reported, log-interpolated."""
+    from splitbench.deploy.report import better_where, crossings
 
     xs = [0.1, 1.0, 10.0, 100.0]
-    assert crossover(xs, [30, 20, 5, 4], [10, 10, 10, 10]) == pytest.approx(10 ** (0 + 10 / 15))  # log-interpolated
-    assert crossover(xs, [5, 5, 5, 5], [10, 10, 10, 10]) == 0.1  # better everywhere
-    assert crossover(xs, [5, 5, 20, 20], [10, 10, 10, 10]) is None  # better only below: never overtakes
+    assert crossings(xs, [30, 20, 5, 4], [10] * 4) == [pytest.approx(10 ** (0 + 10 / 15))]
+    assert better_where(xs, [30, 20, 5, 4], [10] * 4) == "≥ 4.64"  # overtakes as the link widens
+    assert better_where(xs, [5, 5, 20, 20], [10] * 4) == "≤ 2.15"  # better only on narrow links
+    assert better_where(xs, [20, 5, 5, 20], [10] * 4) == "0.464–21.5"
+    assert better_where(xs, [5] * 4, [10] * 4) == "all" and better_where(xs, [20] * 4, [10] * 4) == "never"

@@ -92,20 +92,42 @@ def csv_rows(group: tuple[str, str, str], ests: Sequence[Estimate]) -> list[list
              e.transmit_j, e.session_j, e.device_j, e.saturated, e.option.sources] for e in ests]
 
 
-def crossover(xs: Sequence[float], ys: Sequence[float], ref: Sequence[float]) -> float | None:
-    """The bandwidth above which ``ys`` stays below ``ref`` (log-interpolated); ``xs[0]`` if always, None if not
-    at the sweep's top."""
+def crossings(xs: Sequence[float], ys: Sequence[float], ref: Sequence[float]) -> list[float]:
+    """The bandwidths at which ``ys`` crosses ``ref`` (log-interpolated between sweep points), in order."""
+    out = []
+    for i in range(1, len(xs)):
+        d0, d1 = ys[i - 1] - ref[i - 1], ys[i] - ref[i]
+        if (d0 < 0) != (d1 < 0):
+            f = d0 / (d0 - d1) if d0 != d1 else 1.0
+            out.append(float(math.exp(math.log(xs[i - 1]) + f * (math.log(xs[i]) - math.log(xs[i - 1])))))
+    return out
+
+
+def better_where(xs: Sequence[float], ys: Sequence[float], ref: Sequence[float]) -> str:
+    """Where on the sweep ``ys`` is below ``ref``, as bandwidth ranges: "all", "never", "≥ 4.1", "≤ 2.5",
+    "0.3–12" (a split beats local computing on wide links, full offloading on narrow ones)."""
     better = [y < r for y, r in zip(ys, ref, strict=True)]
-    if not better[-1]:
-        return None
-    i = len(better) - 1
-    while i > 0 and better[i - 1]:
-        i -= 1
-    if i == 0:
-        return float(xs[0])
-    d0, d1 = ys[i - 1] - ref[i - 1], ys[i] - ref[i]
-    f = d0 / (d0 - d1) if d0 != d1 else 1.0
-    return float(math.exp(math.log(xs[i - 1]) + f * (math.log(xs[i]) - math.log(xs[i - 1]))))
+    if all(better):
+        return "all"
+    if not any(better):
+        return "never"
+    edges = iter(crossings(xs, ys, ref))  # one per change of ``better``, in order
+    ranges: list[tuple[float | None, float | None]] = []  # (from, to); None: the sweep's end
+    lo = None if better[0] else 0.0
+    for i in range(1, len(xs)):
+        if better[i] != better[i - 1]:
+            x = next(edges)
+            if better[i]:
+                lo = x
+            else:
+                ranges.append((None if lo == 0.0 else lo, x))
+    if better[-1]:
+        ranges.append((None if lo == 0.0 else lo, None))
+
+    def one(lo: float | None, hi: float | None) -> str:
+        return f"≥ {lo:.3g}" if hi is None else f"≤ {hi:.3g}" if lo is None else f"{lo:.3g}–{hi:.3g}"
+
+    return ", ".join(one(lo, hi) for lo, hi in ranges)
 
 
 @dataclass(frozen=True)
@@ -154,8 +176,7 @@ def _sweep_plot(xs, curves: dict[str, list[float]], options: Sequence[Option], s
             if not marks or o.kind in (LOCAL, OFFLOAD):
                 continue
             for ref, marker in ((local, "o"), (offload, "s")):
-                x = crossover(xs, curves[o.label], curves[ref])
-                if x is not None and x > xs[0]:
+                for x in crossings(xs, curves[o.label], curves[ref]):
                     y = float(np.interp(math.log(x), np.log(xs), curves[o.label]))
                     ax.plot([x], [y], marker=marker, ms=7, mfc="none", mec=styles[o.label]["color"], mew=1.5, ls="")
         log_x_axis(ax)
@@ -165,8 +186,8 @@ def _sweep_plot(xs, curves: dict[str, list[float]], options: Sequence[Option], s
         ax.set_title(title)
         handles = ax.get_legend_handles_labels()[0]
         if marks:
-            handles += [Line2D([], [], marker="o", ls="", mfc="none", mec="0.2", label="overtakes local computing"),
-                        Line2D([], [], marker="s", ls="", mfc="none", mec="0.2", label="overtakes full offloading")]
+            handles += [Line2D([], [], marker="o", ls="", mfc="none", mec="0.2", label="crosses local computing"),
+                        Line2D([], [], marker="s", ls="", mfc="none", mec="0.2", label="crosses full offloading")]
         legend_outside(ax, handles)
         return save_figure(fig, stem)
 
@@ -174,23 +195,13 @@ def _sweep_plot(xs, curves: dict[str, list[float]], options: Sequence[Option], s
 def _crossover_rows(sweep: Sweep, options: Sequence[Option]) -> list[list[str]]:
     local = next(o.label for o in options if o.kind == LOCAL)
     offload = next(o.label for o in options if o.kind == OFFLOAD)
-
-    def text(x: float | None) -> str:
-        if x is None:
-            return f"not ≤ {sweep.xs[-1]:g}"
-        return f"all ≥ {sweep.xs[0]:g}" if x <= sweep.xs[0] else f"{x:.3g}"
-
-    rows = []
-    for o in options:
-        if o.kind in (LOCAL, OFFLOAD):
-            continue
-        rows.append([o.label, *(text(crossover(sweep.xs, curves[o.label], curves[ref]))
-                                for curves in (sweep.latency, sweep.energy) for ref in (local, offload))])
-    return rows
+    return [[o.label, *(better_where(sweep.xs, curves[o.label], curves[ref])
+                        for curves in (sweep.latency, sweep.energy) for ref in (local, offload))]
+            for o in options if o.kind not in (LOCAL, OFFLOAD)]
 
 
-CROSS_HEADERS = ["Configuration", "Latency < local above [Mbit/s]", "Latency < offload above [Mbit/s]",
-                 "Energy < local above [Mbit/s]", "Energy < offload above [Mbit/s]"]
+CROSS_HEADERS = ["Configuration", "Latency < local [Mbit/s]", "Latency < offload [Mbit/s]",
+                 "Energy < local [Mbit/s]", "Energy < offload [Mbit/s]"]
 
 
 def _suffix(group: tuple[str, str, str], first: bool) -> str:
@@ -248,7 +259,7 @@ def write_deploy(records: Sequence[dict], out_dir: Path, scenario: Scenario, lin
                                    "Arrival rate [images/s]", "Device energy per image [J]",
                                    f"{link.label}: device energy vs arrival rate", False)
             paths.update((p.name, p) for p in written)
-            md += ["Where each configuration overtakes the references as the uplink widens (downlink, RTT, loss "
+            md += ["Uplink bandwidths at which each configuration beats the references (downlink, RTT, loss "
                    "as above):", "", markdown_table(CROSS_HEADERS, _crossover_rows(sweep, options),
                                                     [False] + [True] * 4)]
             md += [f"![latency vs bandwidth](latency_bandwidth_{stem}.png) "
