@@ -239,7 +239,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from splitbench.bench.suite import run_suite
 
     failed = run_suite(args.suite, args.out, overrides=args.overrides, progress=not args.no_progress,
-                       retrain=args.retrain)
+                       retrain=args.retrain, launcher=args.launcher, cluster=args.cluster, address=args.address,
+                       max_parallel=args.max_parallel, detach=args.detach)
     return 1 if failed else 0
 
 
@@ -327,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
     p.add_argument("--retrain", action="store_true", help="train the entries marked shipped instead of installing "
                                                          "the weights splitbench ships for them")
+    p.add_argument("--launcher", choices=["inline", "submitit", "ray"], default="inline",
+                   help="where points run: in this process one after another (default), as submitit jobs, as "
+                        "Ray tasks; resources from the suite's launcher: block")
+    p.add_argument("--cluster", choices=["slurm", "local", "debug"],
+                   help="with --launcher submitit: Slurm, subprocesses of this machine, or in this process "
+                        "(default: Slurm where sbatch is found, else local)")
+    p.add_argument("--address", help="with --launcher ray: the cluster to join (default: start a local one)")
+    p.add_argument("--max-parallel", type=int, metavar="N", help="most jobs in flight (default: no cap on "
+                   "Slurm and Ray, 1 for the local and debug executors)")
+    p.add_argument("--detach", action="store_true", help="submit and return (Slurm); the same command again merges "
+                   "what finished, submits the rest and submits nothing twice")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="tables and figures from results.jsonl files")

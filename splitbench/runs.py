@@ -106,6 +106,14 @@ class Run:
             return t.run or format_run_name("classifier", "", b.name, task.name, {})
         return None
 
+    def needs(self) -> dict[str, str]:
+        """Every run of the same --out this one is built from, name -> role (``teacher``, ``init``, ``body``,
+        ``head``, ...): what it must wait for when runs are scheduled."""
+        needed = {self.teacher_name: "teacher"} if self.teacher_name else {}
+        if self.config.backbone.init_run:
+            needed[self.config.backbone.init_run] = "init"
+        return {**needed, **self.method.runs_needed(self.config, self.args)}
+
     def teacher(self, device: torch.device) -> SplitNetwork:
         """The trained unsplit model this run builds on or serves with, frozen (``teacher.run`` in --out, a file,
         or the backbone's own weights)."""
@@ -265,8 +273,17 @@ class Run:
 
     def evaluate(self, *, checkpoint: Path | None = None, progress: bool = True,
                  results: Path | None = None) -> list[dict[str, Any]]:
-        """Evaluate the pipeline and append its records to ``results`` (default ``OUT/results.jsonl``): one, or
-        for a task that combines several, the combined record first and then one per task (same bytes)."""
+        """Evaluate the pipeline and append its records (:meth:`measure`) to ``results`` (default
+        ``OUT/results.jsonl``)."""
+        records = self.measure(checkpoint=checkpoint, progress=progress)
+        path = results or self.out / "results.jsonl"
+        for r in records:
+            append_record(path, r)
+        return records
+
+    def measure(self, *, checkpoint: Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
+        """Evaluate the pipeline into its records, written nowhere: one, or for a task that combines several,
+        the combined record first and then one per task (same bytes)."""
         c = self.config
         device = resolve_device(c.eval.device)
         pipeline = self.pipeline(device, checkpoint)
@@ -283,13 +300,9 @@ class Run:
         record = {**self.identity(), "num_samples": result.num_samples, "metrics": result.metrics,
                   "data_size": result.data_size, "encoder": result.encoder, "timing": result.timing,
                   "runtime": result.runtime, "batch_size": c.eval.batch_size, "device": str(device), "status": "ok"}
-        records = [record] + [{**record, "task": task, "metrics": metrics, "combined_hash": record["config_hash"],
-                               "config_hash": f"{record['config_hash']}-{task}"}
-                              for task, metrics in getattr(metric, "per_task", {}).items()]
-        path = results or self.out / "results.jsonl"
-        for r in records:
-            append_record(path, r)
-        return records
+        return [record] + [{**record, "task": task, "metrics": metrics, "combined_hash": record["config_hash"],
+                            "config_hash": f"{record['config_hash']}-{task}"}
+                           for task, metrics in getattr(metric, "per_task", {}).items()]
 
 
 def load_run(out: Path, name: str, device: torch.device) -> tuple[Experiment, nn.Module]:
@@ -313,6 +326,11 @@ def train_experiment(config: Experiment, out: Path, **options: Any) -> Path:
 def evaluate_experiment(config: Experiment, out: Path, **options: Any) -> dict[str, Any]:
     """``Run(config, out).evaluate(...)``; returns the (combined) record."""
     return Run(config, out).evaluate(**options)[0]
+
+
+def measure_experiment(config: Experiment, out: Path, **options: Any) -> list[dict[str, Any]]:
+    """``Run(config, out).measure(...)``: the records of an evaluation, appended nowhere."""
+    return Run(config, out).measure(**options)
 
 
 def build_pipeline(config: Experiment, out: Path, device: torch.device,

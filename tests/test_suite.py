@@ -10,6 +10,7 @@ import pytest
 
 from splitbench.bench import report
 from splitbench.bench import suite as suite_mod
+from splitbench.bench import work as work_mod
 from splitbench.bench.suite import run_suite, suite_points
 from splitbench.cli import main
 from splitbench.codecs import list_codecs
@@ -181,10 +182,10 @@ def test_suite_runs_end_to_end_and_rerun_redoes_nothing(finished, monkeypatch):
     before, lines = mtimes(out), (out / "results.jsonl").read_text()
     assert any(name.endswith("model.safetensors") for name in before)
 
-    train = Counter(suite_mod.train_experiment)
-    evaluate = Counter(suite_mod.evaluate_experiment)
-    monkeypatch.setattr(suite_mod, "train_experiment", train)
-    monkeypatch.setattr(suite_mod, "evaluate_experiment", evaluate)
+    train = Counter(work_mod.train_experiment)
+    evaluate = Counter(work_mod.measure_experiment)
+    monkeypatch.setattr(work_mod, "train_experiment", train)
+    monkeypatch.setattr(work_mod, "measure_experiment", evaluate)
     assert run_suite(suite, out, progress=False) == []
     assert train.calls == [] and evaluate.calls == []
     assert mtimes(out) == before and (out / "results.jsonl").read_text() == lines
@@ -197,7 +198,7 @@ def test_killed_midway_rerun_completes_only_missing_points(finished, tmp_path, m
                 "entropic_student-fp-resnet10n-beta1.0"):  # trained earlier (training is the slow part)
         shutil.copytree(done / run, out / run)
     # Killed as the 3rd point (student beta=1.0) starts evaluating, after its training.
-    monkeypatch.setattr(suite_mod, "evaluate_experiment", Counter(suite_mod.evaluate_experiment, fail_on=3))
+    monkeypatch.setattr(work_mod, "measure_experiment", Counter(work_mod.measure_experiment, fail_on=3))
     with pytest.raises(KeyboardInterrupt):
         run_suite(suite, out, progress=False)
     assert len(read_records(out)) == 2
@@ -206,10 +207,10 @@ def test_killed_midway_rerun_completes_only_missing_points(finished, tmp_path, m
 
     monkeypatch.undo()
     monkeypatch.setattr(report, "write_report", lambda *a, **k: {})  # the end-to-end test covers it
-    train = Counter(suite_mod.train_experiment)
-    evaluate = Counter(suite_mod.evaluate_experiment)
-    monkeypatch.setattr(suite_mod, "train_experiment", train)
-    monkeypatch.setattr(suite_mod, "evaluate_experiment", evaluate)
+    train = Counter(work_mod.train_experiment)
+    evaluate = Counter(work_mod.measure_experiment)
+    monkeypatch.setattr(work_mod, "train_experiment", train)
+    monkeypatch.setattr(work_mod, "measure_experiment", evaluate)
     assert run_suite(suite, out, progress=False) == []
     assert evaluate.calls == ["entropic_student-fp-resnet10n-beta1.0", "input_codec-jpeg-resnet10n-quality10",
                               "input_codec-jpeg-resnet10n-quality50"]
@@ -255,8 +256,8 @@ experiments:
 
 def test_failed_teacher_fails_its_dependents_clearly(tmp_path, monkeypatch):
     suite = write_suite(tmp_path)
-    boom = Counter(suite_mod.train_experiment, fail_on=1, error=RuntimeError("out of memory"))
-    monkeypatch.setattr(suite_mod, "train_experiment", boom)
+    boom = Counter(work_mod.train_experiment, fail_on=1, error=RuntimeError("out of memory"))
+    monkeypatch.setattr(work_mod, "train_experiment", boom)
     failed = run_suite(suite, tmp_path / "out", progress=False)
     assert boom.calls == ["classifier-resnet10n"]  # nothing that needs the teacher was trained
     assert [f.run for f in failed][0] == "classifier-resnet10n" and len(failed) == 5

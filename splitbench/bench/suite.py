@@ -52,8 +52,11 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from splitbench import shipped
-from splitbench.bench.records import headline
+from splitbench.bench.driver import Driver
+from splitbench.bench.launchers import Launcher, make_launcher
+from splitbench.bench.plan import plan_suite
+from splitbench.bench.point_records import merge_records
+from splitbench.bench.resources import Resources
 from splitbench.config import (
     PACKAGE_CONFIGS,
     Strict,
@@ -66,7 +69,6 @@ from splitbench.config import (
 )
 from splitbench.errors import ConfigError, SplitbenchError
 from splitbench.experiment import Experiment, validate
-from splitbench.runs import Run, evaluate_experiment, train_experiment
 
 log = logging.getLogger("splitbench")
 
@@ -79,6 +81,8 @@ class SuiteEntry(Strict):
     set: dict[str, Any] = Field({}, description="dotted key → value; a list value is a sweep dimension")
     shipped: bool = Field(False, description="install the weights shipped with splitbench for this config instead "
                                              "of training it (see splitbench.shipped); --retrain trains anyway")
+    launcher: Resources = Field(Resources(), description="this entry's job resources: the keys given replace "
+                                                         "the suite's launcher block")
 
 
 class ReportOptions(Strict):
@@ -92,6 +96,8 @@ class Suite(Strict):
     experiments: list[SuiteEntry] = Field(min_length=1)
     set: dict[str, Any] = {}
     report: ReportOptions = ReportOptions()
+    launcher: Resources = Field(Resources(), description="job resources of every point (gpus, nodes, cpus, "
+                                                         "memory_gb, time_min, partition, ...); not in any hash")
 
     @field_validator("experiments", mode="before")
     @classmethod
@@ -109,6 +115,7 @@ class SuitePoint:
     config: Experiment
     source: str
     shipped: bool = False
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ class SuiteSummary:
     ok: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[FailedPoint] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # submitted (--detach), not finished
     report: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -191,7 +199,8 @@ def suite_points(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Suite
         raw = load_raw(_entry_path(entry.config, file.parent, where))
         raw = apply_suite_set(raw, {**suite.set, **entry.set}, where)
         raw = apply_overrides(pin_swept(raw, overrides), overrides)
-        points += [SuitePoint(validate(p, where), where, entry.shipped) for p in expand_sweep(raw)]
+        resources = suite.launcher.merged(entry.launcher)
+        points += [SuitePoint(validate(p, where), where, entry.shipped, resources) for p in expand_sweep(raw)]
     return suite, points
 
 
@@ -223,71 +232,48 @@ def peak_memory_mib() -> float:
 # ---------------------------------------------------------------- running
 
 
-def _run_point(point: SuitePoint, out: Path, progress: bool, failed_training: dict[str, str], retrain: bool) -> dict:
-    """Train (if its method needs training with these args; from the shipped weights where the entry allows and
-    the config is theirs) then evaluate one point; returns its record."""
-    config = point.config
-    run = Run(config, out)
-    teacher = run.teacher_name
-    if teacher in failed_training:
-        raise SplitbenchError(f"its teacher run {teacher!r} failed to train in this suite "
-                              f"({failed_training[teacher]})")
-    if run.method.needs_training(config):
-        try:
-            if point.shipped and not retrain and not run.weights.exists():
-                run.check_reusable()
-                if not shipped.install(run):
-                    log.info("%s: nothing shipped for this config (hash %s); training it", run.name, run.config_hash)
-            train_experiment(config, out, resume=True, progress=progress)
-        except Exception as error:
-            failed_training[run.name] = f"{type(error).__name__}: {error}"
-            raise
-    return evaluate_experiment(config, out, progress=progress)
-
-
 def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (), progress: bool = True,
-                  retrain: bool = False) -> SuiteSummary:
-    """Run every point not yet recorded, record failures, write the report; see the module docstring."""
+                  retrain: bool = False, launcher: str | Launcher = "inline", cluster: str | None = None,
+                  address: str | None = None, max_parallel: int | None = None,
+                  detach: bool = False) -> SuiteSummary:
+    """Run every point not yet recorded through ``launcher``, record failures, write the report; see the
+    module docstring."""
     from splitbench.bench.records import load_records
     from splitbench.bench.report import write_report
-    from splitbench.evaluation import append_record
 
     start = time.perf_counter()
+    if max_parallel is not None and max_parallel < 1:
+        raise SplitbenchError(f"--max-parallel must be at least 1, got {max_parallel}")
     suite, points = suite_points(path, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    done = recorded_hashes(results)
+    merged = merge_records(out)  # what jobs of an earlier (detached or killed) run recorded
+    if merged:
+        log.info("merged %d record(s) from %s into %s", merged, out / "records", results)
+    plan = plan_suite(points, out, recorded_hashes(results))
+    if isinstance(launcher, str):
+        launcher = make_launcher(launcher, out, cluster=cluster, address=address)
+    if detach and not launcher.outlives_driver:
+        raise SplitbenchError(f"--detach needs jobs that outlive this process (--launcher submitit --cluster slurm), "
+                              f"not --launcher {launcher.name}")
     summary = SuiteSummary()
-    failed_training: dict[str, str] = {}
-    total = len(points)
-    point_seconds = 0.0
-    log.info("suite %s: %d points (%d already recorded) -> %s", path, total,
-             sum(p.config.hash() in done for p in points), out)
-    for i, point in enumerate(points, 1):
-        config = point.config
-        name, digest = config.run_name(), config.hash()
-        if digest in done:
-            summary.skipped.append(name)
-            log.info("[%d/%d] %s: already recorded", i, total, name)
-            continue
-        began = time.perf_counter()
-        try:
-            record = _run_point(point, out, progress, failed_training, retrain)
-        except Exception as error:  # any failure is a failed point; KeyboardInterrupt is not an Exception
-            message = f"{type(error).__name__}: {error}"
-            append_record(results, Run(config, out).failed_record(message))
-            summary.failed.append(FailedPoint(name, digest, message, point.source))
-            elapsed = time.perf_counter() - began
-            log.error("[%d/%d] %s: FAILED after %.1f s: %s", i, total, name, elapsed, message.splitlines()[0])
-            if not isinstance(error, SplitbenchError):
-                log.debug("traceback of %s", name, exc_info=True)
+    log.info("suite %s: %d points (%d already recorded) -> %s (launcher %s)", path, plan.total, len(plan.skipped),
+             out, launcher.name)
+    for i in plan.skipped:
+        summary.skipped.append(points[i].config.run_name())
+        log.info("[%d/%d] %s: already recorded", i + 1, plan.total, points[i].config.run_name())
+    try:
+        result = Driver(plan, launcher, out, max_parallel=max_parallel, progress=progress, retrain=retrain).run(detach)
+    finally:
+        launcher.close()
+    for outcome in result.outcomes:
+        task = outcome.task
+        if outcome.status == "ok":
+            summary.ok.append(task.name)
         else:
-            done.add(digest)
-            summary.ok.append(name)
-            elapsed = time.perf_counter() - began
-            log.info("[%d/%d] %s: done in %.1f s (%s)", i, total, name, elapsed, headline(record))
-        point_seconds += elapsed
+            summary.failed.append(FailedPoint(task.name, task.config_hash, outcome.error or "", task.point.source))
+    summary.pending = [t.name for t in result.pending]
 
     records = load_records([results]) if results.exists() else []
     if any(r["status"] == "ok" for r in records):
@@ -297,17 +283,22 @@ def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
     else:
         log.warning("no successful point in %s: no report written", results)
     summary.seconds = time.perf_counter() - start
-    ran = len(summary.ok) + len(summary.failed)
-    per_point = f", {point_seconds / ran:.1f} s per point run" if ran else ""
-    log.info("suite %s: %d ok, %d skipped (already recorded), %d failed of %d points in %.1f min%s; "
+    ran = [o.seconds for o in result.outcomes if o.failed_in is not None or o.status == "ok"]
+    per_point = f", {sum(ran) / len(ran):.1f} s per point run" if ran else ""
+    pending = f", {len(summary.pending)} pending (submitted, not finished)" if summary.pending else ""
+    log.info("suite %s: %d ok, %d skipped (already recorded), %d failed%s of %d points in %.1f min%s; "
              "peak memory %.0f MiB; report: %s", path, len(summary.ok), len(summary.skipped), len(summary.failed),
-             total, summary.seconds / 60, per_point, peak_memory_mib(), summary.report.get("report.md", "none"))
+             pending, plan.total, summary.seconds / 60, per_point, peak_memory_mib(),
+             summary.report.get("report.md", "none"))
     for failure in summary.failed:
         log.error("failed: %s (%s): %s", failure.run, failure.source, failure.error.splitlines()[0])
+    if summary.pending:
+        log.info("pending: %s; run the same command again to merge what they record", ", ".join(summary.pending))
     return summary
 
 
 def run_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (), progress: bool = True,
-              retrain: bool = False) -> list[FailedPoint]:
-    """Run a suite (resumable); returns the points that failed (the CLI exits 1 if any)."""
-    return execute_suite(path, out, overrides=overrides, progress=progress, retrain=retrain).failed
+              retrain: bool = False, **launch: Any) -> list[FailedPoint]:
+    """Run a suite (resumable); returns the points that failed (the CLI exits 1 if any). ``launch``: the
+    launcher options of :func:`execute_suite`."""
+    return execute_suite(path, out, overrides=overrides, progress=progress, retrain=retrain, **launch).failed

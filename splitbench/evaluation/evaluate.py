@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from splitbench.evaluation.task_metrics import Metric, TopKAccuracy
 from splitbench.pipelines.base import SplitPipeline
+from splitbench.progress import progress_bar
 
 
 @dataclass
@@ -57,7 +57,7 @@ def evaluate(
     seconds = {"mobile_network": 0.0, "entropy_encode": 0.0, "entropy_decode": 0.0, "server_network": 0.0}
     n = 0
     encoder = None
-    bar = tqdm(total=total, desc=description, disable=not progress, leave=False, unit="img", dynamic_ncols=True)
+    bar = progress_bar(total, description, enabled=progress, every=max(1, (total or 1000) // 10), unit="img")
     for images, targets in batches:
         count = _count(images)
         if encoder is None:

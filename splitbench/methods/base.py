@@ -131,6 +131,11 @@ class Method:
     def rate_param(self, args: Any) -> dict:
         return {field: getattr(args, field) for field in self.rate_fields}
 
+    def runs_needed(self, config: Experiment, args: Any) -> dict[str, str]:
+        """The runs of the same --out this method is built from (name -> role, e.g. ``body``), beyond the
+        teacher: what a suite orders it after."""
+        return {}
+
     def needs_training(self, config: Experiment) -> bool:
         """Whether this configuration is trained (some methods can also run from loaded weights)."""
         return bool(self.stages)

@@ -56,6 +56,16 @@ class MultiTaskHead(Method, name="multitask_head", args=MultiTaskHeadArgs, stage
     def variant(self, args: MultiTaskHeadArgs) -> str:
         return f"{args.variant}-pretrain" if args.pretrain else args.variant
 
+    def runs_needed(self, config, args: MultiTaskHeadArgs) -> dict[str, str]:
+        needed = {args.body_run(config.backbone.name): "body"}
+        if args.from_pretrain:
+            needed[self.pretrain_run(config, args)] = "pretrain"
+        return needed
+
+    def pretrain_run(self, config, args: MultiTaskHeadArgs) -> str:
+        return format_run_name(self.name, f"{args.variant}-pretrain", config.backbone.name, config.task,
+                               self.rate_param(args))
+
     def build(self, ctx: BuildContext, args: MultiTaskHeadArgs, teacher):
         task = ctx.config.task_spec
         return head_on_trunk(load_body(ctx, args), task.name, task.head, ctx.num_classes, ctx.config.head_args(),
@@ -64,9 +74,7 @@ class MultiTaskHead(Method, name="multitask_head", args=MultiTaskHeadArgs, stage
     def recipe(self, ctx, args: MultiTaskHeadArgs, model, teacher):
         if args.from_pretrain:  # only when training starts: a resumed run's checkpoint replaces these weights
             task = ctx.config.task
-            run = format_run_name(self.name, f"{args.variant}-pretrain", ctx.config.backbone.name, task,
-                                  self.rate_param(args))
-            _, first = ctx.run(run)
+            _, first = ctx.run(self.pretrain_run(ctx.config, args))
             model.heads[task].load_state_dict(first.heads[task].state_dict())
         return TaskTraining(model, frozen=[model.trunk], quantized=True)
 
@@ -82,10 +90,17 @@ class MultiTask(Method, name="multitask", args=MultiTaskArgs, tasks=("multitask"
 
     composed = True  # its folder (config only) is what `splitbench export` and `serve` take
 
+    def head_runs(self, backbone: str, args: MultiTaskArgs) -> dict[str, str]:
+        """task -> the multitask_head run (same β and variant) that serves it."""
+        return {task: format_run_name("multitask_head", args.variant, backbone, task, {"beta": args.beta})
+                for task in args.heads}
+
+    def runs_needed(self, config, args: MultiTaskArgs) -> dict[str, str]:
+        return {args.body_run(config.backbone.name): "body",
+                **{run: "head" for run in self.head_runs(config.backbone.name, args).values()}}
+
     def pipeline(self, ctx, args: MultiTaskArgs, model, teacher):
         body = load_body(ctx, args)
-        backbone = ctx.config.backbone.name
-        names = {task: format_run_name("multitask_head", args.variant, backbone, task, {"beta": args.beta})
-                 for task in args.heads}
+        names = self.head_runs(ctx.config.backbone.name, args)
         heads = {task: ctx.run(run)[1] for task, run in names.items()}
         return LearnedPipeline(compose(body, heads, names), ctx.device)

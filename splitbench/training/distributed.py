@@ -14,6 +14,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this process group was started here (not by a launcher), so it is ended here
 
     @property
     def is_main(self) -> bool:
@@ -25,13 +26,16 @@ class DistInfo:
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group torchrun set up; returns single-process info when not under torchrun."""
+    """Join the process group of torchrun's (or a cluster job's) environment; single-process info outside one.
+
+    A group already initialised (by a launcher or the caller) is used as it is and left to its owner."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
 def barrier(info: DistInfo) -> None:
@@ -55,7 +59,7 @@ def average_buffers(module: torch.nn.Module, info: DistInfo) -> None:
 
 
 def cleanup(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+    if info.enabled and info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

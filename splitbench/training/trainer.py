@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
 
 from splitbench.config import StageConfig
+from splitbench.progress import progress_bar
 from splitbench.training.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from splitbench.training.distributed import DistInfo, average_buffers
 from splitbench.training.module import TrainingModule
@@ -212,8 +212,9 @@ def fit(
             loader.generator = torch.Generator().manual_seed(options.seed * 100_003 + epoch)
             sums: dict[str, float] = defaultdict(float)
             start, seen, ran = time.perf_counter(), 0, 0
-            bar = tqdm(total=steps_per_epoch, initial=position.step, disable=not (options.progress and info.is_main),
-                       desc=f"{stage.name} {epoch + 1}/{stage.epochs}", leave=False, dynamic_ncols=True)
+            bar = progress_bar(steps_per_epoch, f"{stage.name} {epoch + 1}/{stage.epochs}",
+                               enabled=options.progress and info.is_main, every=options.log_every,
+                               initial=position.step, unit="step")
             for images, targets in loader:
                 if position.step >= steps_per_epoch:
                     break
