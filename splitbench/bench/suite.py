@@ -254,17 +254,19 @@ def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
     plan = plan_suite(points, out, recorded_hashes(results))
     if isinstance(launcher, str):
         launcher = make_launcher(launcher, out, cluster=cluster, address=address)
-    if detach and not launcher.outlives_driver:
-        raise SplitbenchError(f"--detach needs jobs that outlive this process (--launcher submitit --cluster slurm), "
-                              f"not --launcher {launcher.name}")
     summary = SuiteSummary()
-    log.info("suite %s: %d points (%d already recorded) -> %s (launcher %s)", path, plan.total, len(plan.skipped),
-             out, launcher.name)
-    for i in plan.skipped:
-        summary.skipped.append(points[i].config.run_name())
-        log.info("[%d/%d] %s: already recorded", i + 1, plan.total, points[i].config.run_name())
     try:
-        result = Driver(plan, launcher, out, max_parallel=max_parallel, progress=progress, retrain=retrain).run(detach)
+        if detach and not launcher.outlives_driver:
+            raise SplitbenchError(f"--detach needs jobs that outlive this process (--launcher submitit --cluster "
+                                  f"slurm), not --launcher {launcher.name}")
+        launcher.check(plan.tasks)  # before anything runs
+        log.info("suite %s: %d points (%d already recorded) -> %s (launcher %s)", path, plan.total,
+                 len(plan.skipped), out, launcher.name)
+        for i in plan.skipped:
+            summary.skipped.append(points[i].config.run_name())
+            log.info("[%d/%d] %s: already recorded", i + 1, plan.total, points[i].config.run_name())
+        driver = Driver(plan, launcher, out, max_parallel=max_parallel, progress=progress, retrain=retrain)
+        result = driver.run(detach)
     finally:
         launcher.close()
     for outcome in result.outcomes:

@@ -15,6 +15,15 @@ from typing import Any, Protocol
 
 from splitbench.bench.plan import Task
 from splitbench.bench.work import PointSpec
+from splitbench.errors import SplitbenchError
+
+
+def check_one_node(tasks: Sequence[Task], where: str) -> None:
+    """Refuse points that ask for several nodes where jobs run on one machine."""
+    for task in tasks:
+        if task.resources.nodes > 1:
+            raise SplitbenchError(f"{task.name}: launcher.nodes is {task.resources.nodes}, but {where} runs each "
+                                  f"point on one machine; use --launcher submitit --cluster slurm")
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,9 @@ class Launcher(Protocol):
     chains: bool  # can submit while the jobs in ``after`` are still in flight
     default_parallel: int | None  # jobs in flight when --max-parallel is not given (None: no cap)
     outlives_driver: bool  # submitted jobs keep running after this process exits (--detach)
+
+    def check(self, tasks: Sequence[Task]) -> None:
+        """Raise a SplitbenchError, before anything is submitted, for resources it cannot give a task."""
 
     def submit(self, task: Task, spec: PointSpec, after: Sequence[Any]) -> Any:
         """Start (or queue) ``spec``'s job after the in-flight jobs ``after``; returns its handle."""

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from splitbench.bench import work
-from splitbench.bench.launchers.base import Finished
+from splitbench.bench.launchers.base import Finished, check_one_node
 from splitbench.bench.plan import Task
 from splitbench.bench.work import PointSpec
 
@@ -16,6 +16,9 @@ class InlineLauncher:
     chains = False
     default_parallel = 1
     outlives_driver = False
+
+    def check(self, tasks: Sequence[Task]) -> None:
+        check_one_node(tasks, "--launcher inline")
 
     def submit(self, task: Task, spec: PointSpec, after: Sequence[Any]) -> Finished:
         return Finished(work.run_point(spec))  # runs now: the handle is the result

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from splitbench.bench import work
-from splitbench.bench.launchers.base import Finished
+from splitbench.bench.launchers.base import Finished, check_one_node
 from splitbench.bench.plan import Task
 from splitbench.bench.work import PointSpec
 from splitbench.errors import SplitbenchError
@@ -54,11 +54,11 @@ class RayLauncher:
                      " GPUs)")
         self.remote = ray.remote(_ray_point)
 
+    def check(self, tasks: Sequence[Task]) -> None:
+        check_one_node(tasks, "a Ray task")
+
     def submit(self, task: Task, spec: PointSpec, after: Sequence[Any]) -> Any:
         r = task.resources
-        if r.nodes > 1:
-            raise SplitbenchError(f"{task.name}: launcher.nodes is {r.nodes}; a Ray task runs on one node (train it "
-                                  "across nodes with torchrun on Slurm, see the README)")
         options: dict[str, Any] = {"num_cpus": r.cpus * r.processes, "num_gpus": r.gpus, "max_retries": r.retries,
                                    "name": task.name}
         if r.memory_gb:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from splitbench.bench import work
-from splitbench.bench.launchers.base import Finished
+from splitbench.bench.launchers.base import Finished, check_one_node
 from splitbench.bench.plan import Task
 from splitbench.bench.work import PointSpec
 from splitbench.errors import SplitbenchError
@@ -52,6 +52,11 @@ class PointJob(submitit.helpers.Checkpointable if submitit else object):
             log.info("job %s: %s (%d task(s))", environment.job_id, spec["source"], environment.num_tasks)
         return (work.run_point_job if self.fail_job else work.run_point)(spec)
 
+    def checkpoint(self, spec: dict[str, Any]) -> Any:
+        """On a timeout or preemption signal: requeue this callable as it is (the run's checkpoint is on disk)."""
+        log.warning("%s: timed out or preempted; requeued, it resumes from its last checkpoint", spec["source"])
+        return super().checkpoint(spec)
+
 
 class SubmititLauncher:
     name = "submitit"
@@ -69,11 +74,12 @@ class SubmititLauncher:
         self.default_parallel = None if self.cluster == "slurm" else 1
         self.poll_s = poll_s
 
+    def check(self, tasks: Sequence[Task]) -> None:
+        if self.cluster != "slurm":
+            check_one_node(tasks, f"--cluster {self.cluster}")
+
     def _executor(self, task: Task, after: Sequence[Any]) -> Any:
         r = task.resources
-        if self.cluster != "slurm" and r.nodes > 1:
-            raise SplitbenchError(f"{task.name}: launcher.nodes is {r.nodes}, but --cluster {self.cluster} runs on "
-                                  f"this machine only; use --cluster slurm")
         executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster,
                                          **{f"{c}_max_num_timeout": r.retries for c in ("slurm", "local")})
         slurm = {"slurm_partition": r.partition, "slurm_account": r.account}
