@@ -240,7 +240,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     failed = run_suite(args.suite, args.out, overrides=args.overrides, progress=not args.no_progress,
                        retrain=args.retrain, launcher=args.launcher, cluster=args.cluster, address=args.address,
-                       max_parallel=args.max_parallel, detach=args.detach)
+                       max_parallel=args.max_parallel, detach=args.detach, resources=args.resources)
     return 1 if failed else 0
 
 
@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="with --launcher ray: the cluster to join (default: start a local one)")
     p.add_argument("--max-parallel", type=int, metavar="N", help="most jobs in flight (default: no cap on "
                    "Slurm and Ray, 1 for the local and debug executors)")
+    p.add_argument("--resources", action="append", default=[], metavar="KEY=VALUE",
+                   help="a launcher: key for every point, over the suite's (repeatable), e.g. --resources "
+                        "partition=gpu --resources account=mylab")
     p.add_argument("--detach", action="store_true", help="submit and return (Slurm); the same command again merges "
                    "what finished, submits the rest and submits nothing twice")
     p.set_defaults(func=cmd_bench)

@@ -133,6 +133,11 @@ launcher: {partition: gpu, time_min: 600, slurm: {qos: high}}
                            ("launcher: {time_min: 0}\n", "launcher.time_min")]:
         with pytest.raises(ConfigError, match=re.escape(expected)):
             suite_points(write_suite(tmp_path, base + typo, "typo.yaml"))
+    _, points = suite_points(write_suite(tmp_path, text, "cluster.yaml"), resources=["partition=a100", "gpus=1"])
+    assert [(p.resources.partition, p.resources.gpus, p.resources.time_min) for p in points] == [
+        ("a100", 1, 600), ("a100", 1, 30)]
+    with pytest.raises(ConfigError, match=re.escape("unknown key '--resources.partiton' (did you mean")):
+        suite_points(write_suite(tmp_path, text, "cluster.yaml"), resources=["partiton=a100"])
     with pytest.raises(ConfigError, match=r"experiments.1.launcher.tme_min.*time_min"):
         suite_points(write_suite(tmp_path, base.replace("- student.yaml", "- {config: student.yaml, "
                                                         "launcher: {tme_min: 5}}"), "typo2.yaml"))

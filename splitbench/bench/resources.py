@@ -6,11 +6,14 @@ same suite resumes on another cluster (other GPUs, partition, time limit) withou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field
+import yaml
+from pydantic import Field, ValidationError
 
-from splitbench.config import Strict
+from splitbench.config import Strict, format_errors
+from splitbench.errors import ConfigError
 
 
 class Resources(Strict):
@@ -43,3 +46,18 @@ class Resources(Strict):
         """These resources with the keys ``override`` sets (only those) replaced."""
         return Resources.model_validate({**self.model_dump(exclude_unset=True),
                                          **override.model_dump(exclude_unset=True)})
+
+
+def parse_resources(items: Sequence[str]) -> Resources:
+    """``--resources KEY=VALUE`` (repeatable) as resources that win over the suite's, e.g. ``partition=gpu``."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--resources takes KEY=VALUE (e.g. partition=gpu), got {item!r}")
+        values[key.strip()] = yaml.safe_load(text)
+    try:
+        return Resources.model_validate(values)
+    except ValidationError as error:
+        message = format_errors(error, Resources, prefix="--resources").replace("invalid config:", "", 1)
+        raise ConfigError(f"invalid --resources:{message}") from None

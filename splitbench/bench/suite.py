@@ -56,7 +56,7 @@ from splitbench.bench.driver import Driver
 from splitbench.bench.launchers import Launcher, make_launcher
 from splitbench.bench.plan import plan_suite
 from splitbench.bench.point_records import merge_records
-from splitbench.bench.resources import Resources
+from splitbench.bench.resources import Resources, parse_resources
 from splitbench.config import (
     PACKAGE_CONFIGS,
     Strict,
@@ -189,9 +189,12 @@ def apply_suite_set(raw: dict, values: dict[str, Any], where: str) -> dict:
     return apply_overrides(raw, pins)
 
 
-def suite_points(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Suite, list[SuitePoint]]:
-    """Every point of the suite, validated, in run order."""
+def suite_points(path: str | Path, overrides: Sequence[str] = (),
+                 resources: Sequence[str] = ()) -> tuple[Suite, list[SuitePoint]]:
+    """Every point of the suite, validated, in run order; ``resources`` (``KEY=VALUE``) win over the suite's
+    ``launcher:`` blocks."""
     suite, file = load_suite(path)
+    cli = parse_resources(resources)
     overrides = list(overrides)
     points: list[SuitePoint] = []
     for i, entry in enumerate(suite.experiments):
@@ -199,8 +202,8 @@ def suite_points(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Suite
         raw = load_raw(_entry_path(entry.config, file.parent, where))
         raw = apply_suite_set(raw, {**suite.set, **entry.set}, where)
         raw = apply_overrides(pin_swept(raw, overrides), overrides)
-        resources = suite.launcher.merged(entry.launcher)
-        points += [SuitePoint(validate(p, where), where, entry.shipped, resources) for p in expand_sweep(raw)]
+        job = suite.launcher.merged(entry.launcher).merged(cli)
+        points += [SuitePoint(validate(p, where), where, entry.shipped, job) for p in expand_sweep(raw)]
     return suite, points
 
 
@@ -234,8 +237,8 @@ def peak_memory_mib() -> float:
 
 def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (), progress: bool = True,
                   retrain: bool = False, launcher: str | Launcher = "inline", cluster: str | None = None,
-                  address: str | None = None, max_parallel: int | None = None,
-                  detach: bool = False) -> SuiteSummary:
+                  address: str | None = None, max_parallel: int | None = None, detach: bool = False,
+                  resources: Sequence[str] = ()) -> SuiteSummary:
     """Run every point not yet recorded through ``launcher``, record failures, write the report; see the
     module docstring."""
     from splitbench.bench.records import load_records
@@ -244,7 +247,7 @@ def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
     start = time.perf_counter()
     if max_parallel is not None and max_parallel < 1:
         raise SplitbenchError(f"--max-parallel must be at least 1, got {max_parallel}")
-    suite, points = suite_points(path, overrides)
+    suite, points = suite_points(path, overrides, resources)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
