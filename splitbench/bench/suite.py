@@ -23,13 +23,19 @@ Keys:
   A suite-level ``set`` reaches every experiment, so keep it to keys they all share (``data.*``,
   ``train.*``, ``eval.*``).
 * ``report``: ``title``, ``metric``, ``anchor``, ``log_x`` — passed to ``write_report``.
+* ``launcher`` (suite level, and on an entry to replace some keys): each point's job resources when it
+  runs through a cluster launcher (:class:`~splitbench.bench.resources.Resources`: ``gpus``, ``nodes``,
+  ``cpus``, ``memory_gb``, ``time_min``, ``partition``, ``account``, ...). In no config hash.
 
 ``--set KEY=VALUE`` on the command line is applied last to every point, exactly as for
 ``splitbench train`` (a literal value that pins the key, never a sweep).
 
-Running a suite expands every experiment into its points, then for each point in order: trains it
-if its method needs training (resuming an interrupted run, skipping a finished one), evaluates
-it into ``OUT/results.jsonl`` and logs one line. A point whose ok record (same config hash) is
+Running a suite expands every experiment into its points, plans them (:mod:`splitbench.bench.plan`: a
+point after the runs it is built from) and hands them to a launcher (:mod:`splitbench.bench.launchers`:
+inline by default, submitit or Ray). Each point's unit of work (:mod:`splitbench.bench.work`) trains it
+if its method needs training (resuming an interrupted run, skipping a finished one), evaluates it into
+its record file ``OUT/records/<config-hash>.json``; the driver merges that into ``OUT/results.jsonl``
+and logs one line. A point whose ok record (same config hash) is
 already there is skipped, so a suite killed midway and started again only does what is missing.
 A point that raises is recorded with ``status: failed`` and the error, and the suite goes on; the
 next run retries it; points whose teacher failed to train fail at once, naming it. A run folder
