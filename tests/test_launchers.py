@@ -292,6 +292,16 @@ def test_local_executor_two_in_flight_requeues_a_timed_out_point(inline, tmp_pat
           f"(ratio {seconds / inline_seconds:.2f})")
 
 
+@pytest.mark.skipif(not os.environ.get("SPLITBENCH_SLURM_TEST"), reason="opt-in: needs a running Slurm, e.g. the "
+                    "single-node one of tests/slurm/local_slurm.sh (README, 'Suites on a cluster')")
+def test_real_slurm_matches_inline(inline, tmp_path, same_threads, no_report):
+    """Through sbatch: the student and the codec wait on the teacher's job with afterok."""
+    suite, expected, _ = inline
+    summary = execute_suite(suite, tmp_path / "out", launcher="submitit", cluster="slurm", progress=True)
+    assert not summary.failed and len(summary.ok) == 3
+    assert by_hash(tmp_path / "out") == expected
+
+
 def test_ray_local_cluster_matches_inline(inline, tmp_path, same_threads, no_report):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'splitbench[ray]'); make test installs it")
     from splitbench.bench.launchers.ray_tasks import RayLauncher

@@ -95,7 +95,11 @@ class SubmititLauncher:
         return executor
 
     def submit(self, task: Task, spec: PointSpec, after: Sequence[Any]) -> Any:
-        job = self._executor(task, after).submit(PointJob(self.cluster != "debug"), spec.to_dict())
+        try:
+            job = self._executor(task, after).submit(PointJob(self.cluster != "debug"), spec.to_dict())
+        except (OSError, RuntimeError, ValueError) as error:  # sbatch refused it (submitit's FailedJobError)
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            raise SplitbenchError(f"{task.name}: could not submit its job ({self.cluster}): {lines[-1]}") from None
         log.info("%s: submitted job %s (%s)%s", task.name, job.job_id, self.cluster,
                  f", after {', '.join(str(j.job_id) for j in after)}" if after else "")
         return job
