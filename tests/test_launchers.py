@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -246,46 +247,66 @@ def test_submitit_debug_executor_matches_inline(inline, tmp_path, no_report):
     assert rerun.ok == [] and len(rerun.skipped) == 3 and by_hash(tmp_path / "out") == expected
 
 
-def _interrupt_when_training(out: Path, jobs: dict, done: threading.Event) -> None:
-    """Send the student's job the signal Slurm sends before a time limit, once its training has checkpointed."""
+def signal_local_job(job) -> None:
+    """SIGUSR2 (what Slurm sends before a time limit) to the tasks of a local-executor job."""
     import psutil
 
-    checkpoint = out / STUDENT / "checkpoint.pt"
-    while not done.is_set():
-        if checkpoint.exists() and STUDENT in jobs:
-            controller = psutil.Process(int(jobs[STUDENT].job_id))
-            for task in controller.children():
-                os.kill(task.pid, signal.SIGUSR2)
-            return
-        time.sleep(0.01)
+    for task in psutil.Process(int(job.job_id)).children():
+        os.kill(task.pid, signal.SIGUSR2)
+
+
+def signal_slurm_job(job) -> None:
+    subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
+
+
+class Interrupter:
+    """Notes the jobs the launcher submits, and signals the student's job once its training has checkpointed."""
+
+    def __init__(self, monkeypatch, out: Path, interrupt) -> None:
+        self.jobs: dict = {}
+        self.done = threading.Event()
+        submit = SubmititLauncher.submit
+
+        def noting(launcher, task, spec, after):
+            job = submit(launcher, task, spec, after)
+            self.jobs[task.name] = job
+            return job
+
+        monkeypatch.setattr(SubmititLauncher, "submit", noting)
+        self.thread = threading.Thread(target=self._watch, args=(out / STUDENT / "checkpoint.pt", interrupt),
+                                       daemon=True)
+        self.thread.start()
+
+    def _watch(self, checkpoint: Path, interrupt) -> None:
+        while not self.done.is_set():
+            if checkpoint.exists() and STUDENT in self.jobs:
+                interrupt(self.jobs[STUDENT])
+                return
+            time.sleep(0.01)
+
+    def log(self) -> str:
+        self.done.set()
+        return Path(str(self.jobs[STUDENT].paths.stderr)).read_text()
+
+
+def assert_resumed(log: str) -> None:
+    assert "timed out or preempted; requeued" in log
+    assert f"resuming {STUDENT} at stage" in log  # from its checkpoint, not from the start
 
 
 def test_local_executor_two_in_flight_requeues_a_timed_out_point(inline, tmp_path, monkeypatch, same_threads,
                                                                  no_report):
     suite, expected, inline_seconds = inline
     out = tmp_path / "out"
-    jobs: dict = {}
-    submit = SubmititLauncher.submit
-
-    def noting(self, task, spec, after):
-        job = submit(self, task, spec, after)
-        jobs[task.name] = job
-        return job
-
-    monkeypatch.setattr(SubmititLauncher, "submit", noting)
-    done = threading.Event()
-    watcher = threading.Thread(target=_interrupt_when_training, args=(out, jobs, done), daemon=True)
-    watcher.start()
+    interrupter = Interrupter(monkeypatch, out, signal_local_job)
     began = time.perf_counter()
     try:
         summary = execute_suite(suite, out, launcher="submitit", cluster="local", max_parallel=2, progress=True)
     finally:
-        done.set()
+        log = interrupter.log()
     seconds = time.perf_counter() - began
     assert not summary.failed and len(summary.ok) == 3
-    log = Path(str(jobs[STUDENT].paths.stderr)).read_text()
-    assert "timed out or preempted; requeued" in log
-    assert f"resuming {STUDENT} at stage" in log  # from its checkpoint, not from the start
+    assert_resumed(log)
     assert "\r" not in log and "bottleneck 1/2" in log  # job logs get lines, not carriage-return bars
     assert by_hash(out) == expected  # the resumed point's record is the uninterrupted one's, once
     print(f"local executor, 2 in flight: {seconds:.1f} s; inline: {inline_seconds:.1f} s "
@@ -294,12 +315,21 @@ def test_local_executor_two_in_flight_requeues_a_timed_out_point(inline, tmp_pat
 
 @pytest.mark.skipif(not os.environ.get("SPLITBENCH_SLURM_TEST"), reason="opt-in: needs a running Slurm, e.g. the "
                     "single-node one of tests/slurm/local_slurm.sh (README, 'Suites on a cluster')")
-def test_real_slurm_matches_inline(inline, tmp_path, same_threads, no_report):
-    """Through sbatch: the student and the codec wait on the teacher's job with afterok."""
+def test_real_slurm_matches_inline(inline, tmp_path, monkeypatch, same_threads, no_report):
+    """Through sbatch: the student and the codec wait on the teacher's job with afterok; the student, signalled
+    as before a time limit, is requeued by Slurm and resumes."""
     suite, expected, _ = inline
-    summary = execute_suite(suite, tmp_path / "out", launcher="submitit", cluster="slurm", progress=True)
+    out = tmp_path / "out"
+    interrupter = Interrupter(monkeypatch, out, signal_slurm_job)
+    try:
+        summary = execute_suite(suite, out, launcher="submitit", cluster="slurm", progress=True)
+    finally:
+        log = interrupter.log()
     assert not summary.failed and len(summary.ok) == 3
-    assert by_hash(tmp_path / "out") == expected
+    assert_resumed(log)
+    scripts = "".join(p.read_text() for p in (out / "jobs" / "submitit").rglob("*_submission.sh"))
+    assert scripts.count(f"--dependency=afterok:{interrupter.jobs[TEACHER].job_id}") == 2
+    assert by_hash(out) == expected
 
 
 def test_ray_local_cluster_matches_inline(inline, tmp_path, same_threads, no_report):
