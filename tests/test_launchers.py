@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def inline(tmp_path_factory) -> tuple[Path, dict[str, dict], float]:
     folder = tmp_path_factory.mktemp("launch")
     suite = write_suite(folder, SUITE)
     began = time.perf_counter()
-    with pytest.MonkeyPatch.context() as patch:
+    with single_threaded(), pytest.MonkeyPatch.context() as patch:
         patch.setattr(report, "write_report", lambda *a, **k: {})
         summary = execute_suite(suite, folder / "inline", progress=False)
     assert not summary.failed and len(summary.ok) == 3
@@ -69,10 +70,24 @@ def no_report(monkeypatch):
     monkeypatch.setattr(report, "write_report", lambda *a, **k: {})
 
 
+@contextmanager
+def single_threaded():
+    """This process and the jobs it starts compute with one thread each: the same floats everywhere (the thread
+    count changes float sums), and two jobs on two cores do not oversubscribe them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OMP_NUM_THREADS", "1")
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
-def same_threads(monkeypatch):
-    """Jobs in other processes compute with as many threads as this one, so their floats are the same."""
-    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+def same_threads():
+    with single_threaded():
+        yield
 
 
 # ---------------------------------------------------------------- the planner
@@ -238,7 +253,7 @@ def test_nodes_beyond_one_need_slurm(tmp_path):
 # ---------------------------------------------------------------- submitit's executors, Ray
 
 
-def test_submitit_debug_executor_matches_inline(inline, tmp_path, no_report):
+def test_submitit_debug_executor_matches_inline(inline, tmp_path, same_threads, no_report):
     suite, expected, _ = inline
     summary = execute_suite(suite, tmp_path / "out", launcher="submitit", cluster="debug", progress=False)
     assert not summary.failed and len(summary.ok) == 3
