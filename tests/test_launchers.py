@@ -379,3 +379,62 @@ def test_records_written_by_jobs_are_merged_once(inline, tmp_path, no_report):
     assert first.ok == second.ok == [] and len(second.skipped) == 3
     assert by_hash(out) == expected
     assert json.loads((out / RECORDS / f"{next(iter(expected))}.json").read_text())[0]["status"] == "ok"
+
+
+# ---------------------------------------------------------------- DDP inside a job, logs off a terminal
+
+
+def test_a_two_process_point_trains_under_ddp_in_its_job_as_under_torchrun(tmp_path, same_threads, no_report):
+    """submitit starts one task per process (each a DDP rank); inline, the unit starts torchrun. Same weights."""
+    suite = write_suite(tmp_path, "experiments: [teacher.yaml]\nlauncher: {processes_per_node: 2, cpus: 1}\n")
+    records = {}
+    for launcher, cluster in [("submitit", "local"), ("inline", None)]:
+        out = tmp_path / launcher
+        summary = execute_suite(suite, out, launcher=launcher, cluster=cluster, progress=False)
+        assert not summary.failed
+        records[launcher] = by_hash(out)
+    assert records["submitit"] == records["inline"]
+    logs = sorted((tmp_path / "submitit" / "jobs" / "submitit").rglob("*_log.err"))
+    assert [p.name.split("_")[1] for p in logs] == ["0", "1"]  # two tasks
+    assert f"training {TEACHER} on 96 samples (cpu, 2 processes)" in logs[0].read_text()
+
+
+def test_a_process_group_started_elsewhere_is_used_and_left_alone(monkeypatch):
+    import socket
+
+    import torch.distributed as dist
+
+    from splitbench.training.distributed import cleanup, init_distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        monkeypatch.setenv("WORLD_SIZE", "1")
+        assert init_distributed(torch.device("cpu")).world_size == 1
+        monkeypatch.setenv("WORLD_SIZE", "2")  # what a launcher's environment says; the group is already up
+        info = init_distributed(torch.device("cpu"))
+        assert not info.owns_group
+        cleanup(info)
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_progress_off_a_terminal_is_one_line_per_n_steps(caplog, monkeypatch):
+    from splitbench import progress
+
+    monkeypatch.setattr(progress, "is_terminal", lambda: False)
+    caplog.set_level("INFO", logger="splitbench.progress")
+    bar = progress.progress_bar(10, "train 1/2", enabled=True, every=4, unit="step")
+    for step in range(10):
+        bar.set_postfix({"loss": f"{1 / (step + 1):.3g}"}, refresh=False)
+        bar.update(1)
+    bar.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" step")[0] for line in lines] == ["train 1/2 4/10", "train 1/2 8/10", "train 1/2 10/10"]
+    assert "loss 0.1" in lines[-1] and not any("\r" in line for line in lines)
+    monkeypatch.setattr(progress, "is_terminal", lambda: True)
+    assert not isinstance(progress.progress_bar(10, "x", enabled=True, every=4), progress.LineProgress)
+    assert not isinstance(progress.progress_bar(10, "x", enabled=False, every=4), progress.LineProgress)
