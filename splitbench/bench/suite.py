@@ -302,7 +302,7 @@ def execute_suite(path: str | Path, out: Path, *, overrides: Sequence[str] = (),
              pending, plan.total, summary.seconds / 60, per_point, peak_memory_mib(),
              summary.report.get("report.md", "none"))
     for failure in summary.failed:
-        log.error("failed: %s (%s): %s", failure.run, failure.source, failure.error.splitlines()[0])
+        log.error("failed: %s (%s): %s", failure.run, failure.source, (failure.error.splitlines() or [""])[0])
     if summary.pending:
         log.info("pending: %s; run the same command again to merge what they record", ", ".join(summary.pending))
     return summary
