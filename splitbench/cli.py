@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Ray tasks; resources from the suite's launcher: block")
     p.add_argument("--cluster", choices=["slurm", "local", "debug"],
                    help="with --launcher submitit: Slurm, subprocesses of this machine, or in this process "
-                        "(default: Slurm where sbatch is found, else local)")
+                        "(default: Slurm where srun is found, else local)")
     p.add_argument("--address", help="with --launcher ray: the cluster to join (default: start a local one)")
     p.add_argument("--max-parallel", type=int, metavar="N", help="most jobs in flight (default: no cap on "
                    "Slurm and Ray, 1 for the local and debug executors)")
