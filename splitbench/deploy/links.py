@@ -69,12 +69,12 @@ def parse_link(text: str) -> DeployLink:
         if not path.is_file():
             raise ConfigError(f"link file {path} does not exist")
         spec = validated(LinkSpec, read_yaml(path, "link file"), path)
-        updates = {k: path.parent / v for k, v in (("trace", spec.trace),) if v is not None}
         radio = None
         if spec.radio is not None:
             beside = path.parent / spec.radio
             radio = load_radio(beside if beside.is_file() else spec.radio)
-        spec = spec.model_copy(update=updates)
+        if spec.trace is not None:  # relative to the link file
+            spec = spec.model_copy(update={"trace": path.parent / spec.trace})
         return DeployLink(spec, radio, spec.name or path.stem)
     name, _, rest = text.partition(":")
     if not rest:

@@ -70,9 +70,9 @@ def plan(options: Sequence[Option], link: DeployLink, constraints: Constraints, 
     objective = objective or constraints.default_objective()
     if objective not in OBJECTIVES:
         raise SplitbenchError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
-    ests = [estimate(o, link, rate, power) for o in options]
-    feasible = sorted((e for e in ests if not constraints.violations(e)), key=lambda e: _rank_key(e, objective))
-    rejected = [(e, constraints.violations(e)) for e in ests if constraints.violations(e)]
+    checked = [(e, constraints.violations(e)) for e in (estimate(o, link, rate, power) for o in options)]
+    feasible = sorted((e for e, broken in checked if not broken), key=lambda e: _rank_key(e, objective))
+    rejected = [(e, broken) for e, broken in checked if broken]
     if not feasible:
         closest = sorted(rejected, key=lambda ev: (len(ev[1]), _rank_key(ev[0], objective)))[:3]
         misses = "; ".join(f"{e.option.label} breaks {', '.join(v)} ({describe(e)})" for e, v in closest)
