@@ -133,6 +133,8 @@ class StageConfig(Strict):
     epochs: int = Field(ge=1)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    batch_size: int | None = added_later(None, ge=1, description="this stage's batch size; default "
+                                                                  "data.batch_size")
 
 
 class TrainConfig(Strict):

@@ -158,3 +158,28 @@ def test_a_run_folder_written_before_a_stage_setting_existed_is_still_reusable(t
     per_step = Run(validate(tiny_raw(train={"stages": stages})), tmp_path)
     with pytest.raises(SplitbenchError, match=r"trained with other settings \(train.stages.0.scheduler"):
         per_step.check_reusable()
+
+
+def test_stages_train_at_their_own_batch_size_and_resume_across_them(tmp_path, trained_teacher):
+    """``train.stages.N.batch_size``: 96 images make 12 steps at 8 in stage 1 and 3 at 32 in stage 2; a run cut
+    inside stage 2 resumes to the same weights; a batch larger than the data fails before anything trains."""
+    raw = tiny_raw("entropic_student", train={"checkpoint_every": 1})
+    raw["train"]["stages"][0]["batch_size"] = 8
+    raw["train"]["stages"][1]["batch_size"] = 32
+    config = validate(raw)
+    assert identity_dump(config)["train"]["stages"][0]["batch_size"] == 8
+    assert "batch_size" not in identity_dump(validate(tiny_raw("entropic_student")))["train"]["stages"][0]
+    for name in ("full", "cut", "big"):
+        shutil.copytree(trained_teacher, tmp_path / name)
+    full = train_experiment(config, tmp_path / "full", progress=False)
+    state = load_checkpoint(tmp_path / "full" / config.run_name() / "checkpoint.pt")
+    assert state["position"]["global_step"] == 12 + 3
+    with pytest.raises(StopTraining):
+        train_experiment(config, tmp_path / "cut", progress=False, stop_after_steps=13)
+    resumed = train_experiment(config, tmp_path / "cut", progress=False, resume=True)
+    assert same_weights(read_weights(full), read_weights(resumed))
+    raw["train"]["stages"][1]["batch_size"] = 128
+    big = validate(raw)
+    with pytest.raises(ValueError, match="no full batch of 128"):
+        train_experiment(big, tmp_path / "big", progress=False)
+    assert not (tmp_path / "big" / big.run_name() / "checkpoint.pt").exists()

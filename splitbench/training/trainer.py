@@ -140,6 +140,23 @@ class TrainOptions:
     channels_last: bool = True
 
 
+def _stage_loader(dataset: Dataset, batch_size: int, options: TrainOptions, info: DistInfo,
+                  device: torch.device) -> tuple[EpochSampler, DataLoader, int]:
+    """A stage's sampler, loader and steps per epoch: stages may differ in batch size (a student's first
+    stage learns more per image from small batches; its second runs faster in large ones)."""
+    sampler = EpochSampler(len(dataset), options.seed, info, batch_size)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=options.workers,
+                        drop_last=True, pin_memory=device.type == "cuda",
+                        persistent_workers=False, collate_fn=options.collate_fn)
+    steps_per_epoch = sampler.per_rank // batch_size
+    if options.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, options.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} training samples make no full batch of {batch_size}"
+                         f" per rank ({info.world_size} ranks)")
+    return sampler, loader, steps_per_epoch
+
+
 def fit(
     module: TrainingModule,
     stages: list[StageConfig],
@@ -167,21 +184,15 @@ def fit(
         log.info("resuming %s at stage %d epoch %d step %d", run_dir.name, position.stage, position.epoch,
                  position.step)
 
-    sampler = EpochSampler(len(dataset), options.seed, info, options.batch_size)
-    loader = DataLoader(dataset, batch_size=options.batch_size, sampler=sampler, num_workers=options.workers,
-                        drop_last=True, pin_memory=device.type == "cuda",
-                        persistent_workers=False, collate_fn=options.collate_fn)
-    steps_per_epoch = sampler.per_rank // options.batch_size
-    if options.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, options.max_steps_per_epoch)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(dataset)} training samples make no full batch of {options.batch_size}"
-                         f" per rank ({info.world_size} ranks)")
+    # Built up front, so a stage whose batch does not fit the data fails before anything trains.
+    loaders = [_stage_loader(dataset, stage.batch_size or options.batch_size, options, info, device)
+               for stage in stages]
     amp = options.amp and device.type == "cuda"
     log_path = run_dir / "train_log.jsonl"
 
     for stage_index in range(position.stage, len(stages)):
         stage = stages[stage_index]
+        sampler, loader, steps_per_epoch = loaders[stage_index]
         module.set_stage(stage.name)
         params = module.parameter_groups(stage.optimizer.lr, stage.optimizer.entropy_lr_scale)
         net: torch.nn.Module = module
