@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from splitbench.complexity import count_macs
 from splitbench.compression.bitstream import DEFAULT_BACKEND, BitstreamError
 from splitbench.compression.constriction_coder import ConstrictionCoder, FactorizedTables
+from splitbench.compression.rans_coder import RansCoder
 from splitbench.compression.uint8_code import Uint8Code
 from splitbench.errors import SplitbenchError
 
@@ -37,17 +38,34 @@ with warnings.catch_warnings():
     from compressai.models.google import get_scale_table
     from compressai.models.utils import update_registered_buffers
 
-# Zero bytes appended to a payload before it reaches CompressAI's C++ rANS decoder. The decoder
-# reads at most one 32-bit word per symbol on its normal path and has no bounds checks, so a
-# payload that passed the checksum but ends early cannot make it read outside our buffer.
-_PAD_BYTES_PER_SYMBOL = 8
 MAX_LATENT_ELEMENTS = 1 << 24
 # Entropy-coder tables whose sizes depend on the trained model (resized when a state dict loads).
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 Strings = Sequence[bytes]  # one sample's coded segments (y, or y and z)
-_CONSTRICTION_CODERS: dict[bytes, ConstrictionCoder] = {}  # by table bytes: see FactorizedPrior._constriction
+Coder = TypeVar("Coder", RansCoder, ConstrictionCoder)
+_CODERS: dict[bytes, Any] = {}  # by kind and table bytes: see cached_coder
+MAX_CACHED_CODERS = 16
+
+
+def cached_coder(kind: type[Coder], arrays: Mapping[str, np.ndarray]) -> Coder:
+    """``kind.from_arrays(arrays)``, built once per set of tables (turning tables into the C++ coder's lists or
+    constriction's models costs about as much as coding a sample); kept out of the modules, so copies and
+    pickles stay plain."""
+    key = b"".join([kind.__qualname__.encode()] + [f"{k}{a.dtype.str}{a.shape}".encode() + a.tobytes()
+                                                   for k, a in sorted(arrays.items())])
+    coder = _CODERS.get(key)
+    if coder is None:
+        if len(_CODERS) >= MAX_CACHED_CODERS:
+            _CODERS.clear()
+        coder = _CODERS[key] = kind.from_arrays(arrays)
+    return coder
+
+
+def rans_coder(model: EntropyModel) -> RansCoder:
+    """CompressAI's rANS over ``model``'s tables, their lists built once (:mod:`~splitbench.compression.rans_coder`)."""
+    return cached_coder(RansCoder, {k: getattr(model, f"_{k}").detach().cpu().numpy() for k in RansCoder.FIELDS})
 
 
 class LatentCoder(nn.Module, ABC):
@@ -133,10 +151,6 @@ def bits_per_sample(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def pad_for_decoder(segment: bytes, symbols: int) -> bytes:
-    return segment + bytes(_PAD_BYTES_PER_SYMBOL * symbols + 64)
-
-
 def _check_strings(strings: Sequence[Strings], count: int) -> None:
     if not strings:
         raise BitstreamError("no bitstreams to decode")
@@ -193,49 +207,49 @@ def gaussian_tables(gc: GaussianConditional) -> dict[str, torch.Tensor]:
             "offset": gc._offset}
 
 
-def _bounded(model: EntropyModel, likelihood: torch.Tensor) -> torch.Tensor:
-    return model.likelihood_lower_bound(likelihood) if model.use_likelihood_bound else likelihood
+PRECISION = 16  # CompressAI's entropy_coder_precision: a table symbol of frequency f costs log2(2**16 / f) bits
+BYPASS_BITS = 4  # CompressAI's bypass_precision: an escaped value's chunk count and raw value, 4 bits a chunk
+MAX_BYPASS_CHUNKS = 8  # the raw value of an escape is a uint32
 
 
 @torch.no_grad()
-def factorized_bits(eb: EntropyBottleneck, y: torch.Tensor) -> torch.Tensor:
-    """−Σ log2 p per sample of ``y`` rounded around the medians, under an EntropyBottleneck's density.
+def table_bits(model: EntropyModel, symbols: torch.Tensor, indexes: torch.Tensor) -> torch.Tensor:
+    """The bits per sample CompressAI's rANS codes ``symbols`` with, each by the table ``indexes`` names
+    (broadcastable to ``symbols``): −log2 of the symbol's 16-bit quantized probability, and for a value outside
+    its table (an escape) the escape symbol's plus 4 bits per bypass chunk (the chunk count in pieces of 15,
+    then the raw value's 4-bit chunks), as CompressAI's encoder writes them; the coder's final flush (4 to 8
+    bytes per string) is not counted.
 
-    The quantity the bottleneck's own eval-mode likelihoods give, but batch-invariant: CompressAI evaluates
-    the density with a matmul whose float rounding depends on how many values it gets at once, so a
-    sample's estimate would change with its batch. Here the density is evaluated on one fixed grid of
-    integer offsets per channel (the range the coder's tables cover) and looked up; the rare offset outside
-    it (an escape-coded value) is evaluated on its own, one fixed-shape call per offset.
-    """
-    medians = eb._get_medians().detach().reshape(-1)
-    channels = medians.numel()
-    view = (1, channels) + (1,) * (y.dim() - 2)
-    offsets = torch.round(y.detach().float() - medians.view(view))
-    q = eb.quantiles.detach()[:, 0, :]
-    low = -int(torch.ceil(q[:, 1] - q[:, 0]).clamp(min=0).max())
-    high = int(torch.ceil(q[:, 2] - q[:, 1]).clamp(min=0).max())
-    grid = torch.arange(low, high + 1, device=medians.device, dtype=medians.dtype)
-
-    def bits_at(values: torch.Tensor) -> torch.Tensor:  # values: (K,) offsets -> (C, K) bits
-        likelihood = eb._likelihood((medians[:, None] + values[None, :])[:, None, :], stop_gradient=True)[0]
-        return -torch.log2(_bounded(eb, likelihood))[:, 0, :]
-
-    table = bits_at(grid)
-    index = (offsets - low).clamp(0, len(grid) - 1).long().flatten(2)
-    bits = torch.gather(table.expand(offsets.shape[0], -1, -1), 2, index).view_as(offsets)
-    outside = (offsets < low) | (offsets > high)
-    for value in torch.unique(offsets[outside]).tolist():
-        where = offsets == value
-        bits[where] = bits_at(torch.tensor([value], device=medians.device)).view(view).expand_as(offsets)[where]
+    This is the entropy model's rate estimate for the model the coder really uses, so it tracks the real bytes
+    to their flush; the continuous likelihoods the model trains with differ from it by the tables' 16-bit
+    rounding and their escape scheme (tests/test_latent_coder.py bounds both gaps). Table look-ups on the
+    integer symbols, summed over each sample's own values in float64: a sample's estimate does not depend on
+    its batch."""
+    cdf = model._quantized_cdf
+    frequency = cdf[:, 1:] - cdf[:, :-1]  # (tables, L - 1): a symbol's share of 2**16
+    indexes = indexes.long()
+    top = model._cdf_length.long()[indexes] - 2  # the escape symbol of each value's table
+    value = symbols.long() - model._offset.long()[indexes]
+    escaped = (value < 0) | (value >= top)
+    if not bool(escaped.any()):
+        return (PRECISION - torch.log2(frequency[indexes, value].double())).flatten(1).sum(1)
+    top = top.expand_as(value)
+    bits = PRECISION - torch.log2(frequency[indexes, torch.where(escaped, top, value)].double())
+    raw = torch.where(value < 0, -2 * value - 1, 2 * (value - top))[escaped]
+    chunks = sum((raw >> (BYPASS_BITS * j) > 0).long() for j in range(MAX_BYPASS_CHUNKS))
+    bits[escaped] += BYPASS_BITS * (chunks // ((1 << BYPASS_BITS) - 1) + 1 + chunks)
     return bits.flatten(1).sum(1)
 
 
-@torch.no_grad()
-def gaussian_bits(gc: GaussianConditional, y: torch.Tensor, scales: torch.Tensor,
-                  means: torch.Tensor | None) -> torch.Tensor:
-    """−Σ log2 p per sample of ``y`` rounded around ``means``, under the Gaussian conditional (elementwise)."""
-    y_hat = gc.quantize(y.float(), "dequantize", means)
-    return -torch.log2(_bounded(gc, gc._likelihood(y_hat, scales, means))).flatten(1).sum(1)
+def channel_indexes(symbols: torch.Tensor) -> torch.Tensor:
+    """Each value's table in a factorized prior, its channel (axis 1), shaped to broadcast over ``symbols``."""
+    return torch.arange(symbols.shape[1], device=symbols.device).view((1, -1) + (1,) * (symbols.dim() - 2))
+
+
+def factorized_bits(eb: EntropyBottleneck, y: torch.Tensor) -> torch.Tensor:
+    """:func:`table_bits` of ``y`` rounded around the medians, as EntropyBottleneck.compress codes it."""
+    symbols = eb.quantize(y.detach().float(), "symbols", eb._get_medians().detach())
+    return table_bits(eb, symbols, channel_indexes(symbols))
 
 
 class FactorizedPrior(LatentCoder):
@@ -261,38 +275,34 @@ class FactorizedPrior(LatentCoder):
         return torch.round(y - medians) + medians
 
     def compress(self, y: torch.Tensor, backend: str = DEFAULT_BACKEND) -> list[tuple[bytes, ...]]:
+        """CompressAI's strings (EntropyBottleneck.compress's, byte for byte, through :class:`RansCoder`), or
+        constriction's over the same tables."""
         self.check_backend(backend)
         if backend == DEFAULT_BACKEND:
-            return [(s,) for s in self.entropy_bottleneck.compress(y)]
-        return [(s,) for s in self._constriction().compress(y.detach().float().cpu().numpy())]
+            eb = self.entropy_bottleneck
+            return [(s,) for s in rans_coder(eb).encode(eb.quantize(y.detach().float(), "symbols", eb._get_medians()))]
+        coder = cached_coder(ConstrictionCoder, self._arrays())
+        return [(s,) for s in coder.compress(y.detach().float().cpu().numpy())]
 
     def decompress(self, strings: Sequence[Strings], shape: tuple[int, int],
                    backend: str = DEFAULT_BACKEND) -> torch.Tensor:
         _check_strings(strings, 1)
         self.check_backend(backend)
         size = (int(shape[0]), int(shape[1]))
+        medians = self.entropy_bottleneck._get_medians().detach()
         if backend == DEFAULT_BACKEND:
-            symbols = self.channels * size[0] * size[1]
-            return self.entropy_bottleneck.decompress([pad_for_decoder(s[0], symbols) for s in strings], size)
-        y_hat = self._constriction().decompress([s[0] for s in strings], size)
-        return torch.from_numpy(y_hat).to(self.entropy_bottleneck.quantiles.device)
+            eb = self.entropy_bottleneck
+            return eb.dequantize(rans_coder(eb).decode([s[0] for s in strings], (self.channels, *size))
+                                 .to(medians.device), medians)
+        y_hat = cached_coder(ConstrictionCoder, self._arrays()).decompress([s[0] for s in strings], size)
+        return torch.from_numpy(y_hat).to(medians.device)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in factorized_tables(self.entropy_bottleneck).items()}
 
     def tables(self) -> FactorizedTables:
         """The coding tables (built by :meth:`update`) as numpy arrays: what a torch-free coder needs."""
-        return FactorizedTables.from_arrays({k: v.detach().cpu().numpy()
-                                             for k, v in factorized_tables(self.entropy_bottleneck).items()})
-
-    def _constriction(self) -> ConstrictionCoder:
-        """The constriction coder of the current tables, built once per set of tables (building its models
-        costs about as much as coding a sample); kept out of the module, so copies and pickles stay plain."""
-        tables = self.tables()
-        arrays = tables.arrays().values()
-        key = repr([a.shape for a in arrays]).encode() + b"".join(a.tobytes() for a in arrays)
-        if key not in _CONSTRICTION_CODERS:
-            if len(_CONSTRICTION_CODERS) >= 8:
-                _CONSTRICTION_CODERS.clear()
-            _CONSTRICTION_CODERS[key] = ConstrictionCoder(tables)
-        return _CONSTRICTION_CODERS[key]
+        return FactorizedTables.from_arrays(self._arrays())
 
     def export_tables(self) -> tuple[str, dict[str, np.ndarray]]:
         return "factorized", self.tables().arrays()  # read by ConstrictionCoder.from_arrays
@@ -431,9 +441,9 @@ class ScaleHyperprior(LatentCoder):
         self.check_backend(backend)
         y = y.float()
         z, scales, means = self._coding_params(y)
-        gc = self.gaussian_conditional
-        z_strings = self.entropy_bottleneck.compress(z)
-        y_strings = gc.compress(y, gc.build_indexes(scales), means=means)
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        z_strings = rans_coder(eb).encode(eb.quantize(z, "symbols", eb._get_medians()))
+        y_strings = rans_coder(gc).encode(gc.quantize(y, "symbols", means), gc.build_indexes(scales))
         return list(zip(y_strings, z_strings, strict=True))
 
     @torch.no_grad()
@@ -442,20 +452,24 @@ class ScaleHyperprior(LatentCoder):
         _check_strings(strings, 2)
         self.check_backend(backend)
         size = (int(shape[0]), int(shape[1]))
-        z_size = self._z_size(size)
-        device = self.entropy_bottleneck.quantiles.device
-        z_symbols = self.hyper_channels * z_size[0] * z_size[1]
-        z_hat = self.entropy_bottleneck.decompress([pad_for_decoder(s[1], z_symbols) for s in strings], z_size)
-        scales, means = self._gaussian(_per_sample(self.h_s, z_hat.to(device)), size)
-        gc = self.gaussian_conditional
-        y_symbols = self.channels * size[0] * size[1]
-        return gc.decompress([pad_for_decoder(s[0], y_symbols) for s in strings], gc.build_indexes(scales), means=means)
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        medians = eb._get_medians().detach()
+        z_symbols = rans_coder(eb).decode([s[1] for s in strings], (self.hyper_channels, *self._z_size(size)))
+        z_hat = eb.dequantize(z_symbols.to(medians.device), medians)
+        scales, means = self._gaussian(_per_sample(self.h_s, z_hat), size)
+        indexes = gc.build_indexes(scales)
+        y_symbols = rans_coder(gc).decode([s[0] for s in strings], (self.channels, *size), indexes)
+        return gc.dequantize(y_symbols.to(medians.device), means)
 
+    @torch.no_grad()
     def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
-        """y's bits under the scales (and means) the decoder will see, plus z's: both per sample."""
-        with torch.no_grad():
-            z, scales, means = self._coding_params(y.float())
-        return gaussian_bits(self.gaussian_conditional, y, scales, means) + factorized_bits(self.entropy_bottleneck, z)
+        """y's bits in the tables of the scales the decoder will see (rounded around its means), plus z's: both
+        per sample, by :func:`table_bits`."""
+        y = y.float()
+        z, scales, means = self._coding_params(y)
+        gc = self.gaussian_conditional
+        return (table_bits(gc, gc.quantize(y, "symbols", means), gc.build_indexes(scales))
+                + factorized_bits(self.entropy_bottleneck, z))
 
     def update(self) -> None:
         fit_quantiles(self.entropy_bottleneck)

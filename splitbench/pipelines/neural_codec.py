@@ -15,7 +15,8 @@ import torch
 from splitbench.codecs.base import MAX_PIXELS
 from splitbench.complexity import count_macs
 from splitbench.compression.bitstream import BitstreamError, pack, unpack
-from splitbench.compression.latent_coders import bits_per_sample, pad_for_decoder
+from splitbench.compression.latent_coders import bits_per_sample
+from splitbench.compression.rans_coder import pad_for_decoder
 from splitbench.errors import SplitbenchError
 from splitbench.models.images import pad_replicate, padded_size
 from splitbench.models.network import SplitNetwork
