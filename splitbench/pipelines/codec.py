@@ -18,6 +18,7 @@ from splitbench.models.images import Images
 from splitbench.models.network import SplitNetwork
 from splitbench.models.trunks import FeatureTrunk
 from splitbench.pipelines.base import DeviceExport, SplitPipeline, state_of
+from splitbench.pipelines.networks import SERVER_NETWORK, Networks
 
 
 def to_uint8_images(images: Images) -> list[np.ndarray]:
@@ -99,6 +100,7 @@ class InputCodecPipeline(CodecPipeline):
         super().__init__(codec, workers)
         self.network = network.to(device).eval()
         self.device = device
+        self.networks = Networks(torch.device(device), (SERVER_NETWORK,))
 
     def mobile_forward(self, images: Images) -> list[np.ndarray]:
         return to_uint8_images(images)
@@ -108,7 +110,7 @@ class InputCodecPipeline(CodecPipeline):
 
     @torch.no_grad()
     def server_forward(self, decoded: Images) -> Any:
-        return self.network.predict(decoded)
+        return self.networks.run(SERVER_NETWORK, self.network.predict, decoded)
 
     def device_export(self) -> DeviceExport:
         raise SplitbenchError("codecs need no export: the device runs a standard codec (or sends raw pixels) and "
@@ -127,6 +129,7 @@ class FeatureCodecPipeline(CodecPipeline):
         self.split_after = split_after
         self.head = self.trunk.device_part(split_after)
         self.device = device
+        self.networks = Networks(torch.device(device), (SERVER_NETWORK,))
 
     @torch.no_grad()
     def mobile_forward(self, images: torch.Tensor) -> list[np.ndarray]:
@@ -137,6 +140,9 @@ class FeatureCodecPipeline(CodecPipeline):
 
     @torch.no_grad()
     def server_forward(self, decoded: torch.Tensor) -> Any:
+        return self.networks.run(SERVER_NETWORK, self._server, decoded)
+
+    def _server(self, decoded: torch.Tensor) -> Any:
         features = self.trunk.features_from(self.split_after, decoded)
         size = (int(decoded.shape[-2]), int(decoded.shape[-1]))
         predictions, _ = self.network.run_heads(features, [size] * len(decoded), size)

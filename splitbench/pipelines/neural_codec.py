@@ -22,6 +22,7 @@ from splitbench.models.images import pad_replicate, padded_size
 from splitbench.models.network import SplitNetwork
 from splitbench.models.neural_codecs import DeviceNetwork, architecture_of, coder_ready
 from splitbench.pipelines.base import SplitPipeline, state_of
+from splitbench.pipelines.networks import SERVER_NETWORK, Networks
 
 
 class Latents(NamedTuple):
@@ -45,6 +46,7 @@ class NeuralCodecPipeline(SplitPipeline):
         self.factor = int(codec.downsampling_factor)
         self.max_pixels = max_pixels
         self.description = description or {}
+        self.networks = Networks(self.device, (SERVER_NETWORK,))
 
     @torch.no_grad()
     def mobile_forward(self, images: torch.Tensor) -> Latents:
@@ -75,7 +77,7 @@ class NeuralCodecPipeline(SplitPipeline):
 
     @torch.no_grad()
     def server_forward(self, decoded: torch.Tensor) -> Any:
-        return self.network.predict(decoded)
+        return self.networks.run(SERVER_NETWORK, self.network.predict, decoded)
 
     @torch.no_grad()
     def estimate_bits(self, images: torch.Tensor, features: Any = None) -> torch.Tensor:
