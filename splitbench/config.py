@@ -155,6 +155,13 @@ class EvalConfig(Strict):
     num_samples: int | None = Field(None, ge=1)
     workers: int | None = Field(None, ge=1, description="processes for codec baselines; default all cores")
     device: str = "auto"
+    backend: Literal["compressai", "constriction"] = added_later(
+        "compressai", description="the entropy coder a learned bottleneck writes: compressai (CompressAI's rANS, "
+                                  "the bytes sc2bench writes) or constriction (its range coder over the same tables, "
+                                  "what the torch-free device writes; factorized priors only)")
+    amp: bool = added_later(False, description="bf16 autocast for a learned bottleneck's networks on CUDA (entropy "
+                                               "models and coding stay fp32); off by default, as bf16 rounds the "
+                                               "latent, and so the bytes, otherwise than fp32")
 
 
 class ExperimentConfig(Strict):

@@ -78,6 +78,11 @@ class BuildContext:
         return unsplit_network(backbone, task.name, task.head, self.num_classes, self.config.head_args(),
                                self.image_size)
 
+    def learned_pipeline(self, network: SplitNetwork) -> LearnedPipeline:
+        """``network`` split at its bottleneck, coded by ``eval.backend``, its networks under ``eval.amp``."""
+        settings = self.config.eval
+        return LearnedPipeline(network, self.device, backend=settings.backend, amp=settings.amp)
+
     def run(self, name: str) -> tuple[Experiment, nn.Module]:
         """A trained run of the same --out: its config and its network with the saved weights."""
         if self.load_run is None:
@@ -151,7 +156,7 @@ class Method:
     def pipeline(self, ctx: BuildContext, args: Any, model: nn.Module | None,
                  teacher: SplitNetwork | None) -> SplitPipeline:
         """How the trained network runs split: by default a learned bottleneck's coder bitstreams."""
-        return LearnedPipeline(model, ctx.device)
+        return ctx.learned_pipeline(model)
 
 
 class BottleneckMethod(Method, teacher="build", tasks=("classification", "detection", "segmentation")):

@@ -18,7 +18,6 @@ from pydantic import Field
 from splitbench.errors import ConfigError
 from splitbench.methods.base import BuildContext, Method, MethodArgs, format_run_name
 from splitbench.models.builders import compose, head_on_trunk
-from splitbench.pipelines import LearnedPipeline
 from splitbench.training.recipes import TaskTraining
 
 HEAD_TASKS = ("detection", "segmentation")
@@ -103,4 +102,4 @@ class MultiTask(Method, name="multitask", args=MultiTaskArgs, tasks=("multitask"
         body = load_body(ctx, args)
         names = self.head_runs(ctx.config.backbone.name, args)
         heads = {task: ctx.run(run)[1] for task, run in names.items()}
-        return LearnedPipeline(compose(body, heads, names), ctx.device)
+        return ctx.learned_pipeline(compose(body, heads, names))
