@@ -207,49 +207,10 @@ def gaussian_tables(gc: GaussianConditional) -> dict[str, torch.Tensor]:
             "offset": gc._offset}
 
 
-PRECISION = 16  # CompressAI's entropy_coder_precision: a table symbol of frequency f costs log2(2**16 / f) bits
-BYPASS_BITS = 4  # CompressAI's bypass_precision: an escaped value's chunk count and raw value, 4 bits a chunk
-MAX_BYPASS_CHUNKS = 8  # the raw value of an escape is a uint32
-
-
-@torch.no_grad()
-def table_bits(model: EntropyModel, symbols: torch.Tensor, indexes: torch.Tensor) -> torch.Tensor:
-    """The bits per sample CompressAI's rANS codes ``symbols`` with, each by the table ``indexes`` names
-    (broadcastable to ``symbols``): −log2 of the symbol's 16-bit quantized probability, and for a value outside
-    its table (an escape) the escape symbol's plus 4 bits per bypass chunk (the chunk count in pieces of 15,
-    then the raw value's 4-bit chunks), as CompressAI's encoder writes them; the coder's final flush (4 to 8
-    bytes per string) is not counted.
-
-    This is the entropy model's rate estimate for the model the coder really uses, so it tracks the real bytes
-    to their flush; the continuous likelihoods the model trains with differ from it by the tables' 16-bit
-    rounding and their escape scheme (tests/test_latent_coder.py bounds both gaps). Table look-ups on the
-    integer symbols, summed over each sample's own values in float64: a sample's estimate does not depend on
-    its batch."""
-    cdf = model._quantized_cdf
-    frequency = cdf[:, 1:] - cdf[:, :-1]  # (tables, L - 1): a symbol's share of 2**16
-    indexes = indexes.long()
-    top = model._cdf_length.long()[indexes] - 2  # the escape symbol of each value's table
-    value = symbols.long() - model._offset.long()[indexes]
-    escaped = (value < 0) | (value >= top)
-    if not bool(escaped.any()):
-        return (PRECISION - torch.log2(frequency[indexes, value].double())).flatten(1).sum(1)
-    top = top.expand_as(value)
-    bits = PRECISION - torch.log2(frequency[indexes, torch.where(escaped, top, value)].double())
-    raw = torch.where(value < 0, -2 * value - 1, 2 * (value - top))[escaped]
-    chunks = sum((raw >> (BYPASS_BITS * j) > 0).long() for j in range(MAX_BYPASS_CHUNKS))
-    bits[escaped] += BYPASS_BITS * (chunks // ((1 << BYPASS_BITS) - 1) + 1 + chunks)
-    return bits.flatten(1).sum(1)
-
-
-def channel_indexes(symbols: torch.Tensor) -> torch.Tensor:
-    """Each value's table in a factorized prior, its channel (axis 1), shaped to broadcast over ``symbols``."""
-    return torch.arange(symbols.shape[1], device=symbols.device).view((1, -1) + (1,) * (symbols.dim() - 2))
-
-
 def factorized_bits(eb: EntropyBottleneck, y: torch.Tensor) -> torch.Tensor:
-    """:func:`table_bits` of ``y`` rounded around the medians, as EntropyBottleneck.compress codes it."""
-    symbols = eb.quantize(y.detach().float(), "symbols", eb._get_medians().detach())
-    return table_bits(eb, symbols, channel_indexes(symbols))
+    """The bits CompressAI's rANS codes ``y`` rounded around the medians with (:meth:`RansCoder.bits`), as
+    EntropyBottleneck.compress codes it."""
+    return rans_coder(eb).bits(eb.quantize(y.detach().float(), "symbols", eb._get_medians().detach()))
 
 
 class FactorizedPrior(LatentCoder):
@@ -464,11 +425,11 @@ class ScaleHyperprior(LatentCoder):
     @torch.no_grad()
     def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
         """y's bits in the tables of the scales the decoder will see (rounded around its means), plus z's: both
-        per sample, by :func:`table_bits`."""
+        per sample, by :meth:`RansCoder.bits`."""
         y = y.float()
         z, scales, means = self._coding_params(y)
         gc = self.gaussian_conditional
-        return (table_bits(gc, gc.quantize(y, "symbols", means), gc.build_indexes(scales))
+        return (rans_coder(gc).bits(gc.quantize(y, "symbols", means), gc.build_indexes(scales))
                 + factorized_bits(self.entropy_bottleneck, z))
 
     def update(self) -> None:
