@@ -6,7 +6,9 @@ is fitted to it briefly before both tools build their coder tables from it (one 
 with splitbench.compat.sc2bench, so both emit byte-identical entropy-coded strings; the script
 checks that). sc2bench runs at batch 1, as its per-forward size analysis requires; splitbench at
 batch 1 and batched. Data size: sc2bench's own FileSizeAnalyzer (sys.getsizeof of a pickle) vs
-splitbench's ``len(bitstream)``.
+splitbench's ``len(bitstream)``. The entropy coders are also timed alone on the same latents, one sample at
+a time: CompressAI's EntropyBottleneck (what sc2bench calls), splitbench's compressai backend (the same C++
+rANS and the same strings) and its constriction backend (constriction's range coder over the same tables).
 
 Usage: python benchmarks/vs_sc2bench.py [--images 256] [--size 224] [--batch 32]
 """
@@ -91,6 +93,35 @@ def time_sc2bench(ref, cached) -> tuple[float, dict[str, float], list[float]]:
     return wall, ms, list(analyzer.file_size_list)
 
 
+def time_coders(coder, latents, spent: dict[str, list[float]]) -> None:
+    """Add each entropy coder's encode and decode seconds over ``latents`` (one sample at a time) to ``spent``,
+    checking that every coder decodes what it encoded and that splitbench's compressai strings are CompressAI's."""
+    import torch
+
+    from splitbench.compression.rans_coder import pad_for_decoder
+
+    eb = coder.entropy_bottleneck
+    shape = tuple(latents[0].shape[-2:])
+    symbols = coder.channels * shape[0] * shape[1]
+    coders = {
+        "CompressAI EntropyBottleneck (sc2bench)": (lambda y: eb.compress(y)[0],
+                                                    lambda s: eb.decompress([pad_for_decoder(s, symbols)], shape)),
+        "splitbench compressai": (lambda y: coder.compress(y)[0][0], lambda s: coder.decompress([(s,)], shape)),
+        "splitbench constriction": (lambda y: coder.compress(y, "constriction")[0][0],
+                                    lambda s: coder.decompress([(s,)], shape, "constriction")),
+    }
+    strings = {}
+    for name, (encode, decode) in coders.items():
+        start = time.perf_counter()
+        strings[name] = [encode(y) for y in latents]
+        middle = time.perf_counter()
+        decoded = [decode(s) for s in strings[name]]
+        spent[name][0] += middle - start
+        spent[name][1] += time.perf_counter() - middle
+        assert all(torch.equal(d, coder.quantize(y)) for d, y in zip(decoded, latents, strict=True)), name
+    assert strings["splitbench compressai"] == strings["CompressAI EntropyBottleneck (sc2bench)"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256)
@@ -135,8 +166,13 @@ def main() -> None:
     steps = ("mobile_network", "entropy_encode", "entropy_decode", "server_network")
     sc_wall, sc_ms, sc_sizes = 0.0, defaultdict(float), []
     wall, ms, sizes, estimates = defaultdict(float), defaultdict(lambda: defaultdict(float)), defaultdict(list), []
+    coding: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    runtime = {}
     for first in range(0, len(cached), args.chunk):
         chunk = slice(first, first + args.chunk)
+        with torch.no_grad():
+            latents = [model.trunk.encode(x[None]) for x, _ in cached[chunk]]
+        time_coders(model.trunk.coder, latents, coding)
         seconds, chunk_ms, chunk_sizes = time_sc2bench(ref, normalized[chunk])
         sc_wall += seconds
         sc_sizes += chunk_sizes
@@ -151,6 +187,7 @@ def main() -> None:
                 ms[batch][k] += result.timing[f"{k}_ms_mean"] * result.num_samples
             if batch == 1:
                 estimates.append(result.data_size["estimate_bytes_mean"] * result.num_samples)
+            runtime[batch] = result.runtime["micro_batch"]
     n = len(cached)
     assert sizes[1] == sizes[args.batch], "per-sample bytes must not depend on the batch size"
 
@@ -164,10 +201,14 @@ def main() -> None:
         rates[batch] = n / wall[batch]
         protocol[batch] = 1000 * n / sum(ms[batch].values())
         extras = 1000 * wall[batch] / n - 1000 / protocol[batch]
+        micro = ", ".join(f"{k.removesuffix('_network')} {v}" for k, v in runtime[batch].items())
         print(f"splitbench batch {batch:2d}: {rates[batch]:6.2f} images/s  ms/image: "
               + "  ".join(f"{k} {ms[batch][k] / n:.1f}" for k in steps)
               + f"  | the four protocol steps alone {protocol[batch]:.2f} images/s; evaluator extras "
-              f"(entropy-model rate estimate, MAC count, top-5) {extras:.1f} ms/image")
+              f"(entropy-model rate estimate, MAC count, top-5) {extras:.1f} ms/image; micro-batches: {micro}")
+    for name, (encode, decode) in coding.items():
+        print(f"entropy coding alone, {name:40s} ms/image: encode {1000 * encode / n:.2f}  decode "
+              f"{1000 * decode / n:.2f}")
     print(f"data size per sample: splitbench {np.mean(sizes[1]):.1f} B (len(bitstream); entropy-model estimate "
           f"{sum(estimates) / n:.1f} B) vs sc2bench {np.mean(sc_sizes):.1f} B (sys.getsizeof(pickle)); "
           f"identical entropy-coded strings")
