@@ -11,6 +11,7 @@ import torch
 from conftest import tiny_raw
 
 from splitbench.compression.bitstream import BitstreamError, header_size, pack, unpack
+from splitbench.compression.latent_coders import bits_per_sample
 from splitbench.data import get_dataset
 from splitbench.errors import ConfigError
 from splitbench.experiment import validate
@@ -107,6 +108,9 @@ def test_bitstreams_decode_like_compressai(arch):
         assert list(stream.segments) == [strings[i] for strings in own["strings"]]
     assert torch.equal(pipeline.decode(payloads), reference)
     estimate = pipeline.estimate_bits(images) / 8
+    with torch.no_grad():  # the features' likelihoods are the codec's forward's (which also runs g_s)
+        forward = bits_per_sample(model(padded)["likelihoods"]) / 8
+    assert torch.allclose(estimate, forward, rtol=1e-5)
     for payload, bits in zip(payloads, estimate.tolist(), strict=True):
         overhead = header_size(payload) + 8 * len(own["strings"])
         assert bits + overhead - 3 <= len(payload) <= bits * 1.05 + overhead + 3

@@ -85,6 +85,20 @@ class Architecture:
             y_strings = gc.compress(y, gc.build_indexes(params))
         return [y_strings, z_strings]
 
+    def likelihoods(self, codec: CompressionModel, y: torch.Tensor, z: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The entropy models' likelihoods of the latents :meth:`analysis` gave, as CompressAI's ``forward`` computes
+        them in eval mode, without its synthesis g_s (the rate estimate needs none of it)."""
+        if z is None:
+            return {"y": codec.entropy_bottleneck(y)[1]}
+        z_hat, z_likelihoods = codec.entropy_bottleneck(z)
+        params = codec.h_s(z_hat)
+        gc = codec.gaussian_conditional
+        if self.context:
+            context = codec.context_prediction(gc.quantize(y, "noise" if codec.training else "dequantize"))
+            params = codec.entropy_parameters(torch.cat((params, context), dim=1))
+        scales, means = params.chunk(2, 1) if self.means else (params, None)
+        return {"y": gc(y, scales, means=means)[1], "z": z_likelihoods}
+
     def coder_tables(self, codec: CompressionModel) -> dict[str, torch.Tensor]:
         """The entropy coders' tables on the device: the factorized prior's and the Gaussian conditional's."""
         tables = {f"entropy_bottleneck.{k}": v for k, v in factorized_tables(codec.entropy_bottleneck).items()}

@@ -80,9 +80,10 @@ class NeuralCodecPipeline(SplitPipeline):
         return self.networks.run(SERVER_NETWORK, self.network.predict, decoded)
 
     @torch.no_grad()
-    def estimate_bits(self, images: torch.Tensor, features: Any = None) -> torch.Tensor:
-        out = self.codec(pad_replicate(images.to(self.device), self.factor))
-        return bits_per_sample(out["likelihoods"])
+    def estimate_bits(self, images: torch.Tensor, features: Latents | None = None) -> torch.Tensor:
+        """CompressAI's likelihoods of the latents :meth:`mobile_forward` computed (no second analysis, no g_s)."""
+        latents = self.mobile_forward(images) if features is None else features
+        return bits_per_sample(self.arch.likelihoods(self.codec, latents.y, latents.z))
 
     def mobile_state(self) -> dict[str, torch.Tensor]:
         state = state_of(self.arch.device_modules(self.codec))
