@@ -17,7 +17,7 @@ from splitbench.evaluation import evaluate, evaluate_classification
 from splitbench.evaluation.micro_batch import MicroBatchTuner, candidates
 from splitbench.experiment import load_configs
 from splitbench.pipelines import LearnedPipeline
-from splitbench.pipelines.networks import MOBILE_NETWORK, SERVER_NETWORK, Networks, micro_batched
+from splitbench.pipelines.networks import MOBILE_NETWORK, SERVER_NETWORK, Networks, micro_batched, to_float
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 IMAGES = 40
@@ -163,3 +163,12 @@ def test_a_default_eval_setting_keeps_the_config_hash():
     (explicit,) = load_configs("shapes/teacher.yaml", ["eval.backend=compressai", "eval.amp=false"])
     (other,) = load_configs("shapes/teacher.yaml", ["eval.backend=constriction"])
     assert default.hash() == explicit.hash() != other.hash()
+
+
+def test_amp_is_for_cuda_only_and_outputs_come_back_in_float32():
+    assert not Networks(torch.device("cpu"), (SERVER_NETWORK,), amp=True).amp  # eval.amp is a CUDA setting
+    assert Networks(torch.device("cuda"), (SERVER_NETWORK,), amp=True).amp
+    half = torch.ones(2, dtype=torch.bfloat16)
+    out = to_float([{"boxes": half, "labels": torch.ones(2, dtype=torch.int64)}, (half,)])
+    assert out[0]["boxes"].dtype == torch.float32 and out[0]["labels"].dtype == torch.int64
+    assert out[1][0].dtype == torch.float32

@@ -61,6 +61,7 @@ class Networks:
         self.tunable = tuple(s for s in steps if s not in self.micro_batch)
 
     def run(self, step: str, fn: Callable[..., Any], *batch: Any) -> Any:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            output = micro_batched(fn, self.micro_batch.get(step), *batch)
-        return to_float(output) if self.amp else output
+        if not self.amp:
+            return micro_batched(fn, self.micro_batch.get(step), *batch)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return to_float(micro_batched(fn, self.micro_batch.get(step), *batch))
