@@ -97,8 +97,12 @@ class LatentCoder(nn.Module, ABC):
 
     @abstractmethod
     def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
-        """The entropy model's rate estimate −Σ log2 p of the test-time quantized latent, per sample ([B]).
-        A sample's estimate does not depend on the batch it is computed in."""
+        """The entropy model's rate estimate −Σ log2 p of the test-time quantized latent, per sample ([B]), to
+        compare with the real bytes. For the entropy models p is the 16-bit table the coder really codes each
+        symbol with (:meth:`RansCoder.bits`, escapes included), so the strings are the estimate plus rANS's
+        flush; it differs from the continuous likelihoods the model trains with by the tables' rounding (up to
+        ~2% on a hyperprior's scale buckets) and by how escapes are coded. A sample's estimate does not depend
+        on the batch it is computed in."""
 
     @abstractmethod
     def update(self) -> None:
@@ -207,10 +211,14 @@ def gaussian_tables(gc: GaussianConditional) -> dict[str, torch.Tensor]:
             "offset": gc._offset}
 
 
+def factorized_symbols(eb: EntropyBottleneck, y: torch.Tensor) -> torch.Tensor:
+    """``round(y − median)`` as int32 (in fp32 whatever y's dtype): what EntropyBottleneck.compress codes."""
+    return eb.quantize(y.detach().float(), "symbols", eb._get_medians().detach())
+
+
 def factorized_bits(eb: EntropyBottleneck, y: torch.Tensor) -> torch.Tensor:
-    """The bits CompressAI's rANS codes ``y`` rounded around the medians with (:meth:`RansCoder.bits`), as
-    EntropyBottleneck.compress codes it."""
-    return rans_coder(eb).bits(eb.quantize(y.detach().float(), "symbols", eb._get_medians().detach()))
+    """The bits CompressAI's rANS codes ``y`` with (:meth:`RansCoder.bits`)."""
+    return rans_coder(eb).bits(factorized_symbols(eb, y))
 
 
 class FactorizedPrior(LatentCoder):
@@ -241,7 +249,7 @@ class FactorizedPrior(LatentCoder):
         self.check_backend(backend)
         if backend == DEFAULT_BACKEND:
             eb = self.entropy_bottleneck
-            return [(s,) for s in rans_coder(eb).encode(eb.quantize(y.detach().float(), "symbols", eb._get_medians()))]
+            return [(s,) for s in rans_coder(eb).encode(factorized_symbols(eb, y))]
         coder = cached_coder(ConstrictionCoder, self._arrays())
         return [(s,) for s in coder.compress(y.detach().float().cpu().numpy())]
 
@@ -269,6 +277,8 @@ class FactorizedPrior(LatentCoder):
         return "factorized", self.tables().arrays()  # read by ConstrictionCoder.from_arrays
 
     def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
+        """The bits of the tables it codes with (see :meth:`LatentCoder.estimate_bits`): table look-ups on the
+        integer symbols, no pass through the density network."""
         return factorized_bits(self.entropy_bottleneck, y)
 
     def update(self) -> None:
@@ -403,7 +413,7 @@ class ScaleHyperprior(LatentCoder):
         y = y.float()
         z, scales, means = self._coding_params(y)
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        z_strings = rans_coder(eb).encode(eb.quantize(z, "symbols", eb._get_medians()))
+        z_strings = rans_coder(eb).encode(factorized_symbols(eb, z))
         y_strings = rans_coder(gc).encode(gc.quantize(y, "symbols", means), gc.build_indexes(scales))
         return list(zip(y_strings, z_strings, strict=True))
 
@@ -425,7 +435,7 @@ class ScaleHyperprior(LatentCoder):
     @torch.no_grad()
     def estimate_bits(self, y: torch.Tensor) -> torch.Tensor:
         """y's bits in the tables of the scales the decoder will see (rounded around its means), plus z's: both
-        per sample, by :meth:`RansCoder.bits`."""
+        per sample, by :meth:`RansCoder.bits` (h_a and h_s run again for the scales: small next to g_a)."""
         y = y.float()
         z, scales, means = self._coding_params(y)
         gc = self.gaussian_conditional
