@@ -125,20 +125,25 @@ class ConstrictionCoder:
         self._bypass = model.Uniform(1 << BYPASS_BITS)
         self._queue = constriction.stream.queue
         self._max_value = tables.cdf_length.astype(np.int64) - 2
+        self._offset = tables.offset.astype(np.int64)[:, None]
 
     def encode(self, symbols: np.ndarray) -> bytes:
         if symbols.ndim != 3 or symbols.shape[0] != self.tables.channels:
             raise ValueError(f"expected symbols of shape ({self.tables.channels}, H, W), got {symbols.shape}")
+        # every channel's table values and escapes at once, then one call per channel (the stream's order)
+        top = self._max_value[:, None]
+        values = symbols.reshape(self.tables.channels, -1).astype(np.int64) - self._offset
+        escaped = (values < 0) | (values >= top)
+        coded = np.where(escaped, top, values).astype(np.int32)
+        escapes = {}
+        for c in np.flatnonzero(escaped.any(1)).tolist():
+            raws = np.where(values[c] < 0, -2 * values[c] - 1, 2 * (values[c] - top[c]))[escaped[c]].tolist()
+            escapes[c] = np.asarray([s for raw in raws for s in _raw_chunks(raw)], np.int32)
         encoder = self._queue.RangeEncoder()
         for c, model in enumerate(self.models):
-            values = symbols[c].reshape(-1).astype(np.int64) - int(self.tables.offset[c])
-            top = int(self._max_value[c])
-            escaped = (values < 0) | (values >= top)
-            encoder.encode(np.where(escaped, top, values).astype(np.int32), model)
-            if escaped.any():
-                raws = [-2 * v - 1 if v < 0 else 2 * (v - top) for v in values[escaped].tolist()]
-                chunks = [s for raw in raws for s in _raw_chunks(raw)]
-                encoder.encode(np.asarray(chunks, np.int32), self._bypass)
+            encoder.encode(coded[c], model)
+            if c in escapes:
+                encoder.encode(escapes[c], self._bypass)
         return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
@@ -148,12 +153,11 @@ class ConstrictionCoder:
         decoder = self._queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
         count = int(shape[0]) * int(shape[1])
         out = np.empty((self.tables.channels, count), np.int64)
-        for c, model in enumerate(self.models):
-            values = decoder.decode(model, count).astype(np.int64)
-            top = int(self._max_value[c])
-            for i in np.flatnonzero(values == top).tolist():
-                values[i] = self._decode_escape(decoder, top)
-            out[c] = values + int(self.tables.offset[c])
+        for c, (model, top) in enumerate(zip(self.models, self._max_value.tolist(), strict=True)):
+            out[c] = decoder.decode(model, count)
+            for i in np.flatnonzero(out[c] == top).tolist():  # each escape's raw value follows its channel
+                out[c, i] = self._decode_escape(decoder, top)
+        out += self._offset
         if not decoder.maybe_exhausted():
             raise BitstreamError("constriction payload does not end where this latent does")
         if np.abs(out).max(initial=0) >= MAX_SYMBOL:
