@@ -4,8 +4,8 @@ The first batch warms up (first calls allocate memory and build kernels for thei
 each of the next batches runs every tunable network step (:attr:`splitbench.pipelines.networks.Networks.tunable`)
 in one candidate micro-batch, from the whole batch down by factors of 4; then each step keeps the candidate that
 took the least time per sample, for the rest of the evaluation. Those first batches are evaluated as all others
-(predictions and bytes do not depend on the micro-batch), so choosing costs no extra work, only the time the
-slower candidates take. One batch per candidate is a noisy measurement on a loaded machine; the choice and what
+(the bytes do not depend on the micro-batch, the predictions only to float rounding), so choosing costs no extra
+work, only the time the slower candidates take. One batch per candidate is a noisy measurement on a loaded machine; the choice and what
 each candidate measured go into the record's runtime settings.
 """
 
