@@ -5,8 +5,8 @@ each of the next batches runs every tunable network step (:attr:`splitbench.pipe
 in one candidate micro-batch, from the whole batch down by factors of 4; then each step keeps the candidate that
 took the least time per sample, for the rest of the evaluation. Those first batches are evaluated as all others
 (the bytes do not depend on the micro-batch, the predictions only to float rounding), so choosing costs no extra
-work, only the time the slower candidates take. One batch per candidate is a noisy measurement on a loaded machine; the choice and what
-each candidate measured go into the record's runtime settings.
+work, only the time the slower candidates take. One batch per candidate is a noisy measurement on a loaded
+machine; the choice and what each candidate measured go into the record's runtime settings.
 """
 
 from __future__ import annotations
